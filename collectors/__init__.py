@@ -1,0 +1,1 @@
+"""One module per source: how to read it (targets for the poller) and how to act on it."""

@@ -1,0 +1,54 @@
+# sovereign-tui recipes. `just` itself comes from the dev extra (rust-just), nothing else to install.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+venv := ".venv"
+py := venv / "bin/python"
+
+# List the recipes.
+default:
+    @just --list
+
+# Create the virtualenv and install the project with its dev tools (idempotent).
+install:
+    test -x {{py}} || python3 -m venv {{venv}}
+    {{py}} -m pip install -q --upgrade pip
+    {{py}} -m pip install -q -e '.[dev]'
+
+# The whole test suite.
+test *ARGS:
+    {{py}} -m pytest {{ARGS}}
+
+# Format, lint, types, import contracts, then the tests: the gate before every commit.
+check: fmt-check lint types contracts test
+
+fmt:
+    {{py}} -m ruff format .
+    {{py}} -m ruff check --fix .
+
+fmt-check:
+    {{py}} -m ruff format --check .
+
+lint:
+    {{py}} -m ruff check .
+
+types:
+    {{py}} -m mypy
+
+contracts:
+    {{venv}}/bin/lint-imports
+
+# The console on the embedded lab.
+demo *ARGS:
+    {{venv}}/bin/sovereign-tui demo {{ARGS}}
+
+# Every benchmark; figures land in bench-results/.
+bench: bench-poller
+
+# The poller against N loopback endpoints, compared with a 32-thread requests pool.
+bench-poller *ARGS:
+    {{py}} -m bench.poller_bench {{ARGS}}
+
+# Regenerate the checked-in export JSON Schema from the model (review the diff).
+schema:
+    {{venv}}/bin/sovereign-tui export --schema > sovereign_tui/schema/export.schema.json

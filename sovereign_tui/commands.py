@@ -1,0 +1,81 @@
+"""What each subcommand does, once its arguments are parsed (kept apart from argparse)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import TextIO
+
+from sovereign_tui.cli import run_async
+from sovereign_tui.config import Settings
+from sovereign_tui.export import to_json
+from sovereign_tui.model import Snapshot
+from sovereign_tui.runtime import Runtime
+
+
+def _report_unhealthy(snapshot: Snapshot, err: TextIO) -> None:
+    for health in snapshot.sources:
+        if health.up is not True:
+            reason = health.last_error or "no answer yet"
+            print(f"export: source {health.target} is down: {reason}", file=err)
+
+
+def run_export(
+    settings: Settings,
+    *,
+    fmt: str,
+    watch: bool,
+    timeout_s: float | None,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+) -> int:
+    """One snapshot after the first complete poll (or the timeout), or a stream with --watch.
+    Stdout carries only data; every diagnostic goes to stderr."""
+    stdout = out or sys.stdout
+    stderr = err or sys.stderr
+    timeout = timeout_s or settings.export.first_poll_timeout_s
+
+    async def main() -> int:
+        runtime = Runtime(settings)
+        try:
+            snapshot = await runtime.first_poll(timeout)
+            _report_unhealthy(snapshot, stderr)
+            _write(stdout, snapshot)
+            if not watch:
+                return 0
+            await runtime.start()
+            generation = snapshot.generation
+            while True:
+                snapshot = await runtime.wait_newer(generation)
+                generation = snapshot.generation
+                _write(stdout, snapshot)
+        finally:
+            await runtime.close()
+
+    try:
+        return run_async(main)
+    except BrokenPipeError:  # the reader went away (| head): not an error of ours
+        return 0
+
+
+def _write(stdout: TextIO, snapshot: Snapshot) -> None:
+    # json and ndjson differ only in intent: both are one compact document per line.
+    stdout.write(to_json(snapshot).decode() + "\n")
+    stdout.flush()
+
+
+def run_tui(settings: Settings) -> int:
+    from sovereign_tui.app import SovereignApp
+
+    runtime = Runtime(settings)
+    app = SovereignApp(runtime.store, runtime=runtime)
+    app.run()
+    return app.return_code or 0
+
+
+def run_demo(settings: Settings, *, hosts: int, seed: int) -> int:
+    return run_tui(settings)
+
+
+def run_lab_command(args: argparse.Namespace) -> int:
+    raise NotImplementedError

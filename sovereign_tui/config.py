@@ -1,0 +1,128 @@
+"""Settings: one TOML file, every field documented where it is declared, every one defaulted.
+
+The file is ``$XDG_CONFIG_HOME/sovereign-tui/sovereign.toml`` (``~/.config/...``), or the path
+given by ``--config`` or ``SOVEREIGN_TUI_CONFIG``. OpenStack clouds come from ``clouds.yaml`` and
+Kubernetes from kubeconfig through their own loaders; this file only says which to use.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import msgspec
+
+
+class ConfigError(Exception):
+    """A configuration problem, phrased as one line naming the file and the fix."""
+
+
+class _Base(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    pass
+
+
+class PollerSettings(_Base):
+    concurrency: int = 256
+    """Most polls in flight at once, over every source."""
+    per_host: int = 8
+    """Most polls in flight at once against one endpoint host."""
+    stale_after_intervals: float = 3.0
+    """A target's data is shown stale when no poll succeeded for this many intervals."""
+    backoff_cap_s: float = 300.0
+    """Longest wait between attempts at a failing target."""
+
+
+class HostSource(_Base):
+    enabled: bool = True
+    """Poll the health of the machine the app runs on (psutil)."""
+    interval_s: float = 5.0
+    name: str | None = None
+    """Host name to file the machine under; defaults to the system's host name."""
+
+
+class NvmlSource(_Base):
+    enabled: bool = True
+    """Poll this machine's GPUs through NVML. A machine without a driver shows the source down."""
+    interval_s: float = 2.0
+    library: str | None = None
+    """Path of ``libnvidia-ml.so.1`` when it is not on the loader's path."""
+    host: str | None = None
+    """Host name the GPUs are filed under; defaults to the system's host name."""
+
+
+class Sources(_Base):
+    host: HostSource = msgspec.field(default_factory=HostSource)
+    nvml: NvmlSource = msgspec.field(default_factory=NvmlSource)
+
+
+class ExportSettings(_Base):
+    first_poll_timeout_s: float = 10.0
+    """How long ``export`` waits for the first complete poll before printing what it has."""
+
+
+class Settings(_Base):
+    poller: PollerSettings = msgspec.field(default_factory=PollerSettings)
+    sources: Sources = msgspec.field(default_factory=Sources)
+    export: ExportSettings = msgspec.field(default_factory=ExportSettings)
+
+
+def config_home() -> Path:
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "sovereign-tui"
+
+
+def state_home() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "sovereign-tui"
+
+
+def default_config_path() -> Path:
+    return config_home() / "sovereign.toml"
+
+
+def load_settings(path: str | os.PathLike[str] | None = None) -> tuple[Settings, Path | None]:
+    """Read the settings. An explicit path must exist; the default one may be absent.
+
+    Returns the settings and the file they came from (None for built-in defaults).
+    """
+    explicit = path if path is not None else os.environ.get("SOVEREIGN_TUI_CONFIG")
+    file = Path(explicit) if explicit else default_config_path()
+    try:
+        data = file.read_bytes()
+    except FileNotFoundError:
+        if explicit:
+            raise ConfigError(f"{file}: no such file (check --config or SOVEREIGN_TUI_CONFIG)") from None
+        return Settings(), None
+    except IsADirectoryError:
+        raise ConfigError(f"{file}: is a directory, expected a TOML file") from None
+    except PermissionError:
+        raise ConfigError(f"{file}: not readable (check its permissions)") from None
+    except OSError as exc:
+        raise ConfigError(f"{file}: cannot be read ({exc.strerror})") from None
+    return parse_settings(data, file), file
+
+
+def parse_settings(data: bytes | str, origin: Path | str = "sovereign.toml") -> Settings:
+    try:
+        settings = msgspec.toml.decode(data, type=Settings)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"{origin}: {exc} (see the README's configuration section)") from None
+    except msgspec.DecodeError as exc:
+        raise ConfigError(f"{origin}: not valid TOML ({_first_line(exc)})") from None
+    _check(settings, origin)
+    return settings
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _check(settings: Settings, origin: Path | str) -> None:
+    p = settings.poller
+    if p.concurrency < 1 or p.per_host < 1:
+        raise ConfigError(f"{origin}: poller.concurrency and poller.per_host must be at least 1")
+    for name in ("host", "nvml"):
+        interval = getattr(settings.sources, name).interval_s
+        if interval <= 0:
+            raise ConfigError(f"{origin}: sources.{name}.interval_s must be positive, got {interval}")

@@ -1,0 +1,295 @@
+"""The joined model: immutable, typed values shared by every layer.
+
+Collectors emit *facets* (one source's view of a host) and entities (GPUs, workloads, sites,
+alarms); the store joins facets on the host name into `Host` and publishes everything as one
+immutable `Snapshot`. Every entity records its `source` and `observed_at` (epoch seconds) and
+carries `stale`, set by the store when its source failed or went quiet, so old data is never
+passed off as fresh. Fields that a source cannot report are `None` (shown as N/A).
+
+msgspec Structs: frozen, cheap to build, and encoded straight to JSON for the export (the export
+schema in `sovereign_tui/schema/export.schema.json` is generated from these types).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+SCHEMA_VERSION = 1
+
+WorkloadKind = Literal["nova-vm", "baremetal", "pod", "kata-pod", "kubevirt-vm"]
+WORKLOAD_KINDS: tuple[WorkloadKind, ...] = ("nova-vm", "baremetal", "pod", "kata-pod", "kubevirt-vm")
+
+
+class Entity(msgspec.Struct, frozen=True, kw_only=True):
+    """Common provenance of every observed entity."""
+
+    source: str
+    """Id of the target that observed it (e.g. ``nvml:local``)."""
+    observed_at: float
+    """Wall-clock time (epoch seconds) of the poll that observed it."""
+    stale: bool = False
+    """True when the source failed or went quiet since; the values are the last known."""
+
+
+# --- GPUs --------------------------------------------------------------------------------
+
+
+class GpuProcess(msgspec.Struct, frozen=True, kw_only=True):
+    pid: int
+    name: str | None = None
+    used_memory_mib: float | None = None
+
+
+class Gpu(Entity, frozen=True, kw_only=True):
+    host: str
+    index: int
+    uuid: str
+    name: str | None = None
+    bus_id: str | None = None
+    memory_total_mib: float | None = None
+    memory_used_mib: float | None = None
+    util_gpu_pct: float | None = None
+    util_memory_pct: float | None = None
+    temperature_c: float | None = None
+    power_w: float | None = None
+    power_limit_w: float | None = None
+    ecc_uncorrected: int | None = None
+    mig_mode: str | None = None
+    """"Enabled", "Disabled", or None when the GPU has no MIG."""
+    xid_last: int | None = None
+    """Last XID error seen on this GPU, None when none seen or unsupported."""
+    driver_version: str | None = None
+    processes: tuple[GpuProcess, ...] = ()
+    holder: str | None = None
+    """The workload that holds it (filled by attribution), None when free or unknown."""
+
+    @property
+    def key(self) -> str:
+        return self.uuid or f"{self.host}/{self.index}"
+
+
+# --- Host facets: one layer's view of a physical host --------------------------------------
+
+
+class MachineFacet(Entity, frozen=True, kw_only=True):
+    """The machine the app runs on, from psutil."""
+
+    cpu_count: int
+    cpu_percent: float
+    load_1m: float
+    load_5m: float
+    load_15m: float
+    memory_total_bytes: int
+    memory_used_bytes: int
+    memory_percent: float
+    swap_used_bytes: int
+    boot_time: float
+    uptime_s: float
+    disks: tuple[DiskUsage, ...] = ()
+    nics: tuple[NicCounters, ...] = ()
+
+
+class DiskUsage(msgspec.Struct, frozen=True, kw_only=True):
+    mountpoint: str
+    device: str
+    fstype: str
+    total_bytes: int
+    used_bytes: int
+    percent: float
+
+
+class NicCounters(msgspec.Struct, frozen=True, kw_only=True):
+    name: str
+    is_up: bool
+    speed_mbps: int
+    bytes_sent: int
+    bytes_recv: int
+    errors_in: int
+    errors_out: int
+
+
+class NovaFacet(Entity, frozen=True, kw_only=True):
+    """Nova's hypervisor and compute service for the host."""
+
+    hypervisor_id: str
+    state: str
+    """up | down"""
+    status: str
+    """enabled | disabled"""
+    disabled_reason: str | None = None
+    service_id: str | None = None
+    hypervisor_type: str | None = None
+    host_ip: str | None = None
+    running_vms: int | None = None
+    vcpus: int | None = None
+    vcpus_used: int | None = None
+    memory_mb: int | None = None
+    memory_mb_used: int | None = None
+
+
+class IronicFacet(Entity, frozen=True, kw_only=True):
+    node_uuid: str
+    name: str | None = None
+    provision_state: str
+    power_state: str | None = None
+    maintenance: bool = False
+    maintenance_reason: str | None = None
+    last_error: str | None = None
+    instance_uuid: str | None = None
+    resource_class: str | None = None
+    target_provision_state: str | None = None
+
+
+class KubeFacet(Entity, frozen=True, kw_only=True):
+    node: str
+    ready: bool
+    unschedulable: bool = False
+    kubelet_version: str | None = None
+    gpu_allocatable: int = 0
+    taints: tuple[str, ...] = ()
+    labels: dict[str, str] = msgspec.field(default_factory=dict)
+
+
+class StarlingxFacet(Entity, frozen=True, kw_only=True):
+    uuid: str
+    personality: str
+    administrative: str
+    operational: str
+    availability: str
+    task: str | None = None
+    site: str | None = None
+
+
+HostFacet = MachineFacet | NovaFacet | IronicFacet | KubeFacet | StarlingxFacet
+
+
+class FacetOf(msgspec.Struct, frozen=True):
+    """A facet tagged with the host it belongs to, as collectors emit it."""
+
+    host: str
+    facet: MachineFacet | NovaFacet | IronicFacet | KubeFacet | StarlingxFacet
+
+
+class Host(msgspec.Struct, frozen=True, kw_only=True):
+    """One physical host, joined across every layer by name."""
+
+    name: str
+    site: str | None = None
+    stale: bool = False
+    """True when every facet that describes it is stale."""
+    machine: MachineFacet | None = None
+    nova: NovaFacet | None = None
+    ironic: IronicFacet | None = None
+    kubernetes: KubeFacet | None = None
+    starlingx: StarlingxFacet | None = None
+    gpu_count: int = 0
+    gpus_busy: int = 0
+    workload_count: int = 0
+
+
+# --- Workloads, sites, alarms ---------------------------------------------------------------
+
+
+class Workload(Entity, frozen=True, kw_only=True):
+    kind: WorkloadKind
+    id: str
+    name: str
+    state: str
+    host: str | None = None
+    owner: str | None = None
+    """Project (Nova), namespace (Kubernetes) or instance owner (Ironic)."""
+    gpus: int = 0
+    gpu_uuids: tuple[str, ...] = ()
+    flavor: str | None = None
+    runtime_class: str | None = None
+    gpu_kind: str | None = None
+    """"passthrough", "vgpu" or None, from the flavor or the pod's resource request."""
+    detail: dict[str, str] = msgspec.field(default_factory=dict)
+
+
+class Site(Entity, frozen=True, kw_only=True):
+    name: str
+    region: str | None = None
+    management: str | None = None
+    availability: str | None = None
+    deploy_status: str | None = None
+    sync_status: str | None = None
+    software_version: str | None = None
+
+
+class Alarm(Entity, frozen=True, kw_only=True):
+    id: str
+    alarm_id: str
+    severity: str
+    entity: str
+    reason: str
+    timestamp: str
+    site: str | None = None
+    host: str | None = None
+
+
+# --- Health and operations ------------------------------------------------------------------
+
+
+class SourceHealth(msgspec.Struct, frozen=True, kw_only=True):
+    """Health of one poll target, as the poller records it."""
+
+    target: str
+    source: str
+    endpoint: str
+    interval_s: float
+    up: bool | None = None
+    """None until the first poll finishes."""
+    last_success: float | None = None
+    last_attempt: float | None = None
+    last_error: str | None = None
+    last_duration_s: float | None = None
+    consecutive_failures: int = 0
+    polls: int = 0
+    failures: int = 0
+
+
+class Operation(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    kind: str
+    target: str
+    operator: str
+    state: str
+    started_at: float
+    step: int = 0
+    steps: int = 0
+    message: str | None = None
+
+
+class Snapshot(msgspec.Struct, frozen=True, kw_only=True):
+    """Everything known at one generation. Never mutated: a new poll makes a new one."""
+
+    schema_version: int = SCHEMA_VERSION
+    generation: int
+    taken_at: float
+    hosts: tuple[Host, ...] = ()
+    gpus: tuple[Gpu, ...] = ()
+    workloads: tuple[Workload, ...] = ()
+    sites: tuple[Site, ...] = ()
+    alarms: tuple[Alarm, ...] = ()
+    sources: tuple[SourceHealth, ...] = ()
+    operations: tuple[Operation, ...] = ()
+
+
+class Observation(msgspec.Struct, frozen=True, kw_only=True):
+    """What one successful poll of one target returns: its complete current view.
+
+    A target's new observation replaces its previous one wholesale, so an entity that
+    disappears from the source disappears from the snapshot.
+    """
+
+    gpus: tuple[Gpu, ...] = ()
+    facets: tuple[FacetOf, ...] = ()
+    workloads: tuple[Workload, ...] = ()
+    sites: tuple[Site, ...] = ()
+    alarms: tuple[Alarm, ...] = ()
+
+
+EMPTY_SNAPSHOT = Snapshot(generation=0, taken_at=0.0)

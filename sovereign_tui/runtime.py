@@ -1,0 +1,92 @@
+"""Wiring of the headless core: settings -> collectors -> poller -> store.
+
+The TUI, the export and (later) the daemon all run one `Runtime`; none of them polls on its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Iterable
+
+from collectors.base import Collector
+from sovereign_tui.clock import Clock, SystemClock
+from sovereign_tui.config import Settings
+from sovereign_tui.model import Snapshot
+from sovereign_tui.poller import Backoff, Poller
+from sovereign_tui.store import Enricher, Store
+
+CollectorFactory = Callable[[Settings], list[Collector]]
+
+
+def default_collectors(settings: Settings) -> list[Collector]:
+    """Every source the settings enable. Imports stay local so that a missing optional driver
+    library costs only its own source."""
+    from collectors.host import HostCollector
+    from collectors.nvml import NvmlCollector
+
+    found: list[Collector] = []
+    if settings.sources.host.enabled:
+        found.append(HostCollector(settings.sources.host))
+    if settings.sources.nvml.enabled:
+        found.append(NvmlCollector(settings.sources.nvml))
+    return found
+
+
+class Runtime:
+    """The poller, the store and the collectors of one process."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        clock: Clock | None = None,
+        collectors: Iterable[Collector] | None = None,
+        enrichers: Iterable[Enricher] = (),
+    ) -> None:
+        self.settings = settings
+        self.clock = clock or SystemClock()
+        self.store = Store(
+            self.clock, stale_after_intervals=settings.poller.stale_after_intervals, enrichers=enrichers
+        )
+        self.poller = Poller(
+            self.store,
+            clock=self.clock,
+            concurrency=settings.poller.concurrency,
+            per_host=settings.poller.per_host,
+            backoff=Backoff(cap_s=settings.poller.backoff_cap_s),
+        )
+        self.collectors = list(collectors) if collectors is not None else default_collectors(settings)
+        self.poller.set_targets([t for c in self.collectors for t in c.targets()])
+        self._expiry: asyncio.Task[None] | None = None
+
+    def snapshot(self) -> Snapshot:
+        return self.store.snapshot()
+
+    async def wait_newer(self, generation: int) -> Snapshot:
+        return await self.store.wait_newer(generation)
+
+    async def first_poll(self, timeout_s: float) -> Snapshot:
+        """Poll every target once (for the export); targets still running at the timeout are
+        marked failed with the reason."""
+        await self.poller.run_once(timeout_s)
+        return self.store.snapshot()
+
+    async def start(self) -> None:
+        self.poller.start()
+        self._expiry = asyncio.create_task(self._expire_loop(), name="store-expiry")
+
+    async def _expire_loop(self) -> None:
+        while True:
+            await self.clock.sleep_until(self.clock.monotonic() + 1.0)
+            self.store.expire()
+
+    async def close(self) -> None:
+        if self._expiry is not None:
+            self._expiry.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._expiry
+        await self.poller.close()
+        for c in self.collectors:
+            with contextlib.suppress(Exception):
+                await c.aclose()

@@ -1,0 +1,220 @@
+"""The store: the single truth, published as immutable snapshots.
+
+Each poll target owns a slice (its last `Observation`); a successful poll replaces the slice,
+a failed one keeps it but marks it stale. `snapshot()` joins the slices into one `Snapshot`,
+built lazily and cached, so a burst of results costs one build when a consumer next looks.
+The generation counts changes: consumers take the latest and skip those they were too slow for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import msgspec
+
+from sovereign_tui.clock import Clock, SystemClock
+from sovereign_tui.model import (
+    FacetOf,
+    Gpu,
+    Host,
+    IronicFacet,
+    KubeFacet,
+    MachineFacet,
+    NovaFacet,
+    Observation,
+    Operation,
+    Snapshot,
+    SourceHealth,
+    StarlingxFacet,
+)
+
+Enricher = Callable[[Snapshot], Snapshot]
+"""A pure function that adds joined facts (GPU attribution, alerts) to a built snapshot."""
+
+
+@dataclass
+class _Slice:
+    observation: Observation
+    observed_at: float
+
+
+_FACET_FIELD: dict[type, str] = {
+    MachineFacet: "machine",
+    NovaFacet: "nova",
+    IronicFacet: "ironic",
+    KubeFacet: "kubernetes",
+    StarlingxFacet: "starlingx",
+}
+
+
+class Store:
+    def __init__(
+        self,
+        clock: Clock | None = None,
+        *,
+        stale_after_intervals: float = 3.0,
+        enrichers: Iterable[Enricher] = (),
+    ) -> None:
+        self._clock = clock or SystemClock()
+        self._stale_factor = stale_after_intervals
+        self._enrichers = tuple(enrichers)
+        self._slices: dict[str, _Slice] = {}
+        self._health: dict[str, SourceHealth] = {}
+        self._operations: tuple[Operation, ...] = ()
+        self._version = 0
+        self._built: Snapshot | None = None
+        self._stale_set: frozenset[str] = frozenset()
+        self._changed: asyncio.Event | None = None
+
+    # --- writers (the poller, the operation executor) ---------------------------------------
+
+    @property
+    def generation(self) -> int:
+        return self._version
+
+    def set_health(self, health: SourceHealth) -> None:
+        self._health[health.target] = health
+        self._bump()
+
+    def apply(self, health: SourceHealth, observation: Observation) -> None:
+        """A successful poll: replace the target's slice."""
+        self._slices[health.target] = _Slice(observation, self._clock.time())
+        self.set_health(health)
+
+    def remove_target(self, target: str) -> None:
+        self._slices.pop(target, None)
+        self._health.pop(target, None)
+        self._bump()
+
+    def set_operations(self, operations: tuple[Operation, ...]) -> None:
+        self._operations = operations
+        self._bump()
+
+    def expire(self) -> bool:
+        """Republish if a target went quiet since the last build; True if it did."""
+        if self._stale_targets() != self._stale_set:
+            self._bump()
+            return True
+        return False
+
+    def _bump(self) -> None:
+        self._version += 1
+        if self._changed is not None:
+            self._changed.set()
+
+    # --- readers ------------------------------------------------------------------------------
+
+    def snapshot(self) -> Snapshot:
+        built = self._built
+        if built is None or built.generation != self._version:
+            built = self._build()
+            self._built = built
+        return built
+
+    async def wait_newer(self, generation: int) -> Snapshot:
+        """The latest snapshot once its generation is past `generation`."""
+        while self._version <= generation:
+            if self._changed is None:
+                self._changed = asyncio.Event()
+            self._changed.clear()
+            await self._changed.wait()
+        return self.snapshot()
+
+    # --- building -----------------------------------------------------------------------------
+
+    def _stale_targets(self) -> frozenset[str]:
+        now = self._clock.time()
+        stale = set()
+        for target, health in self._health.items():
+            if target not in self._slices:
+                continue
+            if health.up is False:
+                stale.add(target)
+                continue
+            last = health.last_success
+            if last is not None and now - last > self._stale_factor * health.interval_s:
+                stale.add(target)
+        return frozenset(stale)
+
+    def _build(self) -> Snapshot:
+        stale = self._stale_targets()
+        self._stale_set = stale
+        gpus: list[Gpu] = []
+        facets: list[FacetOf] = []
+        workloads = []
+        sites = []
+        alarms = []
+        for target, piece in self._slices.items():
+            obs = piece.observation
+            if target in stale:
+                obs = _mark_stale(obs)
+            gpus.extend(obs.gpus)
+            facets.extend(obs.facets)
+            workloads.extend(obs.workloads)
+            sites.extend(obs.sites)
+            alarms.extend(obs.alarms)
+        hosts = _join_hosts(facets, gpus, workloads)
+        snap = Snapshot(
+            generation=self._version,
+            taken_at=self._clock.time(),
+            hosts=hosts,
+            gpus=tuple(sorted(gpus, key=lambda g: (g.host, g.index))),
+            workloads=tuple(workloads),
+            sites=tuple(sites),
+            alarms=tuple(alarms),
+            sources=tuple(sorted(self._health.values(), key=lambda h: h.target)),
+            operations=self._operations,
+        )
+        for enrich in self._enrichers:
+            snap = enrich(snap)
+        return snap
+
+
+def _mark_stale(obs: Observation) -> Observation:
+    def stale(items: tuple[msgspec.Struct, ...]) -> tuple:  # type: ignore[type-arg]
+        return tuple(msgspec.structs.replace(i, stale=True) for i in items)
+
+    return Observation(
+        gpus=stale(obs.gpus),
+        facets=tuple(FacetOf(f.host, msgspec.structs.replace(f.facet, stale=True)) for f in obs.facets),
+        workloads=stale(obs.workloads),
+        sites=stale(obs.sites),
+        alarms=stale(obs.alarms),
+    )
+
+
+def _join_hosts(facets: list[FacetOf], gpus: list[Gpu], workloads: Iterable) -> tuple[Host, ...]:  # type: ignore[type-arg]
+    by_host: dict[str, dict[str, object]] = defaultdict(dict)
+    for f in facets:
+        by_host[f.host][_FACET_FIELD[type(f.facet)]] = f.facet
+    gpu_count: dict[str, int] = defaultdict(int)
+    gpu_busy: dict[str, int] = defaultdict(int)
+    for g in gpus:
+        by_host.setdefault(g.host, {})
+        gpu_count[g.host] += 1
+        if g.processes or (g.util_gpu_pct or 0) > 0 or g.holder:
+            gpu_busy[g.host] += 1
+    work_count: dict[str, int] = defaultdict(int)
+    for w in workloads:
+        if w.host:
+            work_count[w.host] += 1
+    hosts = []
+    for name in sorted(by_host):
+        parts = by_host[name]
+        present = [p for p in parts.values() if p is not None]
+        site = getattr(parts.get("starlingx"), "site", None)
+        hosts.append(
+            Host(
+                name=name,
+                site=site,
+                stale=bool(present) and all(getattr(p, "stale", False) for p in present),
+                gpu_count=gpu_count[name],
+                gpus_busy=gpu_busy[name],
+                workload_count=work_count[name],
+                **parts,  # type: ignore[arg-type]
+            )
+        )
+    return tuple(hosts)
