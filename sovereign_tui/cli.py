@@ -31,10 +31,11 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument(
         "--config",
         metavar="PATH",
+        default=argparse.SUPPRESS,  # so a subcommand does not reset a --config given before it
         help="settings file (default: $XDG_CONFIG_HOME/sovereign-tui/sovereign.toml)",
     )
     parser = _Parser(
@@ -118,7 +119,7 @@ def run_async(main: Callable[[], Coroutine[Any, Any, int]]) -> int:
         import uvloop
     except ImportError:
         return asyncio.run(main())
-    return uvloop.run(main())  # type: ignore[no-any-return]
+    return uvloop.run(main())
 
 
 def _log_to_file() -> Path:
@@ -159,7 +160,7 @@ def _main(argv: list[str]) -> int:
         from sovereign_tui.commands import run_lab_command
 
         return run_lab_command(args)
-    settings, _ = load_settings(args.config)
+    settings, _ = load_settings(getattr(args, "config", None))
     if command == "export":
         from sovereign_tui.commands import run_export
 

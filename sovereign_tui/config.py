@@ -21,7 +21,7 @@ class _Base(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=Tru
     pass
 
 
-class PollerSettings(_Base):
+class PollerSettings(_Base, frozen=True):
     concurrency: int = 256
     """Most polls in flight at once, over every source."""
     per_host: int = 8
@@ -32,7 +32,7 @@ class PollerSettings(_Base):
     """Longest wait between attempts at a failing target."""
 
 
-class HostSource(_Base):
+class HostSource(_Base, frozen=True):
     enabled: bool = True
     """Poll the health of the machine the app runs on (psutil)."""
     interval_s: float = 5.0
@@ -40,7 +40,7 @@ class HostSource(_Base):
     """Host name to file the machine under; defaults to the system's host name."""
 
 
-class NvmlSource(_Base):
+class NvmlSource(_Base, frozen=True):
     enabled: bool = True
     """Poll this machine's GPUs through NVML. A machine without a driver shows the source down."""
     interval_s: float = 2.0
@@ -50,17 +50,32 @@ class NvmlSource(_Base):
     """Host name the GPUs are filed under; defaults to the system's host name."""
 
 
-class Sources(_Base):
+class OpenStackSource(_Base, frozen=True):
+    enabled: bool = False
+    """Poll this OpenStack service. Off until a cloud is configured."""
+    cloud: str = "sovereign-lab"
+    """Cloud name in clouds.yaml."""
+    clouds_yaml: str | None = None
+    """Path of clouds.yaml; by default openstacksdk's own search (./, ~/.config/openstack, /etc)."""
+    region: str | None = None
+    interface: str = "public"
+    """Catalog interface to use: public, internal or admin."""
+    interval_s: float = 15.0
+
+
+class Sources(_Base, frozen=True):
     host: HostSource = msgspec.field(default_factory=HostSource)
     nvml: NvmlSource = msgspec.field(default_factory=NvmlSource)
+    nova: OpenStackSource = msgspec.field(default_factory=OpenStackSource)
+    ironic: OpenStackSource = msgspec.field(default_factory=OpenStackSource)
 
 
-class ExportSettings(_Base):
+class ExportSettings(_Base, frozen=True):
     first_poll_timeout_s: float = 10.0
     """How long ``export`` waits for the first complete poll before printing what it has."""
 
 
-class Settings(_Base):
+class Settings(_Base, frozen=True):
     poller: PollerSettings = msgspec.field(default_factory=PollerSettings)
     sources: Sources = msgspec.field(default_factory=Sources)
     export: ExportSettings = msgspec.field(default_factory=ExportSettings)
@@ -122,7 +137,7 @@ def _check(settings: Settings, origin: Path | str) -> None:
     p = settings.poller
     if p.concurrency < 1 or p.per_host < 1:
         raise ConfigError(f"{origin}: poller.concurrency and poller.per_host must be at least 1")
-    for name in ("host", "nvml"):
+    for name in Sources.__struct_fields__:
         interval = getattr(settings.sources, name).interval_s
         if interval <= 0:
             raise ConfigError(f"{origin}: sources.{name}.interval_s must be positive, got {interval}")

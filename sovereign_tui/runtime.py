@@ -25,11 +25,32 @@ def default_collectors(settings: Settings) -> list[Collector]:
     from collectors.host import HostCollector
     from collectors.nvml import NvmlCollector
 
+    src = settings.sources
     found: list[Collector] = []
-    if settings.sources.host.enabled:
-        found.append(HostCollector(settings.sources.host))
-    if settings.sources.nvml.enabled:
-        found.append(NvmlCollector(settings.sources.nvml))
+    if src.host.enabled:
+        found.append(HostCollector(src.host))
+    if src.nvml.enabled:
+        found.append(NvmlCollector(src.nvml))
+    found.extend(openstack_collectors(settings))
+    return found
+
+
+def openstack_collectors(settings: Settings) -> list[Collector]:
+    """Nova and Ironic; services of one cloud share one Keystone session (one token)."""
+    from collectors.ironic import IronicCollector
+    from collectors.nova import NovaCollector
+    from collectors.openstack import CloudRef, CloudSession
+
+    sessions: dict[CloudRef, CloudSession] = {}
+
+    def session(ref: CloudRef) -> CloudSession:
+        return sessions.setdefault(ref, CloudSession(ref))
+
+    found: list[Collector] = []
+    for cfg, cls in ((settings.sources.nova, NovaCollector), (settings.sources.ironic, IronicCollector)):
+        if cfg.enabled:
+            ref = CloudRef(cfg.cloud, cfg.clouds_yaml, cfg.region, cfg.interface)
+            found.append(cls(ref, interval_s=cfg.interval_s, session=session(ref)))
     return found
 
 

@@ -12,11 +12,13 @@ import asyncio
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import msgspec
 
 from sovereign_tui.clock import Clock, SystemClock
 from sovereign_tui.model import (
+    Alarm,
     FacetOf,
     Gpu,
     Host,
@@ -26,9 +28,11 @@ from sovereign_tui.model import (
     NovaFacet,
     Observation,
     Operation,
+    Site,
     Snapshot,
     SourceHealth,
     StarlingxFacet,
+    Workload,
 )
 
 Enricher = Callable[[Snapshot], Snapshot]
@@ -144,9 +148,9 @@ class Store:
         self._stale_set = stale
         gpus: list[Gpu] = []
         facets: list[FacetOf] = []
-        workloads = []
-        sites = []
-        alarms = []
+        workloads: list[Workload] = []
+        sites: list[Site] = []
+        alarms: list[Alarm] = []
         for target, piece in self._slices.items():
             obs = piece.observation
             if target in stale:
@@ -173,21 +177,25 @@ class Store:
         return snap
 
 
-def _mark_stale(obs: Observation) -> Observation:
-    def stale(items: tuple[msgspec.Struct, ...]) -> tuple:  # type: ignore[type-arg]
-        return tuple(msgspec.structs.replace(i, stale=True) for i in items)
+_S = TypeVar("_S", bound=msgspec.Struct)
 
+
+def _stale(items: tuple[_S, ...]) -> tuple[_S, ...]:
+    return tuple(msgspec.structs.replace(i, stale=True) for i in items)
+
+
+def _mark_stale(obs: Observation) -> Observation:
     return Observation(
-        gpus=stale(obs.gpus),
+        gpus=_stale(obs.gpus),
         facets=tuple(FacetOf(f.host, msgspec.structs.replace(f.facet, stale=True)) for f in obs.facets),
-        workloads=stale(obs.workloads),
-        sites=stale(obs.sites),
-        alarms=stale(obs.alarms),
+        workloads=_stale(obs.workloads),
+        sites=_stale(obs.sites),
+        alarms=_stale(obs.alarms),
     )
 
 
-def _join_hosts(facets: list[FacetOf], gpus: list[Gpu], workloads: Iterable) -> tuple[Host, ...]:  # type: ignore[type-arg]
-    by_host: dict[str, dict[str, object]] = defaultdict(dict)
+def _join_hosts(facets: list[FacetOf], gpus: list[Gpu], workloads: Iterable[Workload]) -> tuple[Host, ...]:
+    by_host: dict[str, dict[str, Any]] = defaultdict(dict)
     for f in facets:
         by_host[f.host][_FACET_FIELD[type(f.facet)]] = f.facet
     gpu_count: dict[str, int] = defaultdict(int)
@@ -214,7 +222,7 @@ def _join_hosts(facets: list[FacetOf], gpus: list[Gpu], workloads: Iterable) -> 
                 gpu_count=gpu_count[name],
                 gpus_busy=gpu_busy[name],
                 workload_count=work_count[name],
-                **parts,  # type: ignore[arg-type]
+                **parts,
             )
         )
     return tuple(hosts)
