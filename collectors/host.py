@@ -21,19 +21,25 @@ _SKIP_FSTYPES = frozenset(
 )
 
 
-def read_machine(source: str, observed_at: float, boot_time: Callable[[], float] = psutil.boot_time) -> MachineFacet:
+def read_machine(
+    source: str, observed_at: float, boot_time: Callable[[], float] = psutil.boot_time
+) -> MachineFacet:
     """One blocking read of the machine's state (run off the event loop)."""
     load1, load5, load15 = os.getloadavg()
     mem = psutil.virtual_memory()
     swap = psutil.swap_memory()
     disks = []
+    seen_devices: set[str] = set()
     for part in psutil.disk_partitions(all=False):
-        if part.fstype in _SKIP_FSTYPES:
-            continue
+        if part.fstype in _SKIP_FSTYPES or part.device in seen_devices:
+            continue  # a pseudo file system, or a bind mount of a device already listed
+        if not os.path.isdir(part.mountpoint):
+            continue  # a file bind-mounted into a container (/etc/hosts...), or a vanished mount
         try:
             usage = psutil.disk_usage(part.mountpoint)
         except OSError:
-            continue  # vanished or unreadable mount: skip, keep the rest
+            continue  # unreadable mount: skip, keep the rest
+        seen_devices.add(part.device)
         disks.append(
             DiskUsage(
                 mountpoint=part.mountpoint,
