@@ -62,7 +62,9 @@ class IronicCollector:
     name = "ironic"
     capabilities: frozenset[Capability] = frozenset({"read", "drain", "provision"})
 
-    def __init__(self, ref: CloudRef, *, interval_s: float = 15.0, session: CloudSession | None = None) -> None:
+    def __init__(
+        self, ref: CloudRef, *, interval_s: float = 15.0, session: CloudSession | None = None
+    ) -> None:
         self.ref = ref
         self.interval_s = interval_s
         self.session = session or CloudSession(ref)

@@ -133,7 +133,9 @@ class NovaCollector:
     name = "nova"
     capabilities: frozenset[Capability] = frozenset({"read", "drain", "migrate", "provision"})
 
-    def __init__(self, ref: CloudRef, *, interval_s: float = 15.0, session: CloudSession | None = None) -> None:
+    def __init__(
+        self, ref: CloudRef, *, interval_s: float = 15.0, session: CloudSession | None = None
+    ) -> None:
         self.ref = ref
         self.interval_s = interval_s
         self.session = session or CloudSession(ref)
@@ -163,7 +165,9 @@ class NovaCollector:
             self.version = negotiate(v.min_version, v.version)
         return self.version
 
-    async def _pages(self, ctx: PollContext, path: str, kind: type[Any], headers: dict[str, str]) -> list[Any]:
+    async def _pages(
+        self, ctx: PollContext, path: str, kind: type[Any], headers: dict[str, str]
+    ) -> list[Any]:
         pages: list[Any] = []
         url: str | None = path
         while url is not None:
@@ -180,7 +184,9 @@ class NovaCollector:
     async def poll(self, ctx: PollContext) -> Observation:
         version = await self._negotiate(ctx)
         hv_version = min(version, USAGE_MAX) if version >= (2, 53) else version
-        hv_pages = await self._pages(ctx, f"/os-hypervisors/detail?limit={PAGE}", _Hypervisors, _mv(hv_version))
+        hv_pages = await self._pages(
+            ctx, f"/os-hypervisors/detail?limit={PAGE}", _Hypervisors, _mv(hv_version)
+        )
         srv_pages = await self._pages(
             ctx, f"/servers/detail?all_tenants=1&limit={PAGE}", _Servers, _mv(version)
         )

@@ -64,10 +64,17 @@ class Gpu(Entity, frozen=True, kw_only=True):
     processes: tuple[GpuProcess, ...] = ()
     holder: str | None = None
     """The workload that holds it (filled by attribution), None when free or unknown."""
+    mig_profile: str | None = None
+    """MIG profile (e.g. "1g.10gb") when this row is one MIG GPU instance of the GPU `uuid`."""
+    mig_instance: int | None = None
+    """MIG GPU instance id (dcgm's GPU_I_ID) when this row is one instance of the GPU `uuid`."""
+    remapped_rows_uncorrectable: int | None = None
+    """Memory rows remapped after uncorrectable errors (dcgm), None when not reported."""
 
     @property
     def key(self) -> str:
-        return self.uuid or f"{self.host}/{self.index}"
+        base = self.uuid or f"{self.host}/{self.index}"
+        return base if self.mig_instance is None else f"{base}/gi{self.mig_instance}"
 
 
 # --- Host facets: one layer's view of a physical host --------------------------------------
