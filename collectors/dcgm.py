@@ -17,14 +17,13 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 
 import aiohttp
-import msgspec
 from yarl import URL
 
 from collectors.base import Capability
-from sovereign_tui.config import ConfigError
+from sovereign_tui.config_sources import DcgmSource, Endpoint
+from sovereign_tui.config_sources import validate_dcgm as validate
 from sovereign_tui.model import Gpu, Observation
 from sovereign_tui.poller import PollContext, PollError, Target
 from sovereign_tui.promtext import Labels, Parser, PromTextError, Sample
@@ -52,79 +51,6 @@ MAX_BODY_BYTES = 16 * 1024 * 1024
 """An exporter's page is tens of kilobytes; anything this large is not one."""
 _BLANK = 2147483632.0
 """DCGM's smallest "blank" sentinel (DCGM_INT32_BLANK); values at or above it mean no value."""
-
-
-class DcgmEndpoint(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
-    url: str
-    """The exporter, e.g. ``http://10.0.0.11:9400/metrics`` (``/metrics`` and port 9400 are
-    assumed when left out)."""
-    host: str | None = None
-    """Host name to file the GPUs under; by default the exporter's ``Hostname``/``hostname``
-    label, else the URL's host. Set it where the exporter runs as a pod whose host label is the
-    pod's name rather than the node's."""
-
-
-class DcgmSource(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
-    enabled: bool = False
-    """Scrape dcgm-exporter on each listed GPU host. Off until endpoints are configured."""
-    interval_s: float = 15.0
-    """Seconds between scrapes of one exporter (dcgm-exporter itself samples every 30 s by
-    default; set its ``-c`` collect interval to match)."""
-    endpoints: tuple[str | DcgmEndpoint, ...] = ()
-    """The exporters: URLs, or ``{url = "...", host = "gpu-01"}`` tables."""
-    timeout_s: float = 5.0
-    """Longest wait for one exporter's answer; shorter than `interval_s`."""
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    """One configured exporter, normalised."""
-
-    url: str
-    hostport: str
-    host: str | None
-
-
-def normalise(entry: str | DcgmEndpoint) -> Endpoint:
-    """The full URL, ``host:port`` and configured host name of an endpoint entry."""
-    raw, host = (entry, None) if isinstance(entry, str) else (entry.url, entry.host)
-    text = raw.strip()
-    if "://" not in text:
-        text = f"http://{text}"
-    url = URL(text)
-    host_part = url.host
-    if url.scheme not in ("http", "https") or not host_part or url.port is None:
-        raise ValueError(f"{raw!r} is not an http(s) URL")
-    if url.explicit_port is None and not raw.strip().startswith(("http://", "https://")):
-        url = url.with_port(DEFAULT_PORT)
-    if url.path in ("", "/"):
-        url = url.with_path("/metrics")
-    address = f"[{host_part}]" if ":" in host_part else host_part
-    return Endpoint(url=str(url), hostport=f"{address}:{url.port}", host=host)
-
-
-def validate(source: DcgmSource, origin: object = "sovereign.toml") -> list[Endpoint]:
-    """The normalised endpoints, or a `ConfigError` line naming the setting and the fix."""
-    where = f"{origin}: sources.dcgm"
-    if source.interval_s <= 0:
-        raise ConfigError(f"{where}.interval_s must be positive, got {source.interval_s}")
-    if not 0 < source.timeout_s < source.interval_s:
-        raise ConfigError(
-            f"{where}.timeout_s must be positive and shorter than interval_s "
-            f"({source.timeout_s:g}s vs {source.interval_s:g}s)"
-        )
-    endpoints: list[Endpoint] = []
-    seen: set[str] = set()
-    for entry in source.endpoints:
-        try:
-            ep = normalise(entry)
-        except ValueError as exc:
-            raise ConfigError(f"{where}.endpoints: {exc}; write e.g. http://10.0.0.11:9400/metrics") from None
-        if ep.hostport in seen:
-            raise ConfigError(f"{where}.endpoints: {ep.hostport} is listed twice")
-        seen.add(ep.hostport)
-        endpoints.append(ep)
-    return endpoints
 
 
 # --- samples -> Gpu records -------------------------------------------------------------------

@@ -24,32 +24,10 @@ from yarl import URL
 
 from collectors.base import Capability
 from collectors.dcgm import FAMILIES, MAX_BODY_BYTES, gpus_from_samples, holder_of, label_host
-from sovereign_tui.config import ConfigError
+from sovereign_tui.config_sources import ConfigError, PrometheusSource
 from sovereign_tui.model import Observation
 from sovereign_tui.poller import PollContext, PollError, Target
 from sovereign_tui.promtext import Labels, Sample
-
-
-class PrometheusSource(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
-    enabled: bool = False
-    """Read GPU telemetry from a Prometheus-compatible query API. Off until `url` is set."""
-    url: str = ""
-    """Base URL of Prometheus or Thanos Query, e.g. ``http://prometheus.monitoring:9090``."""
-    interval_s: float = 15.0
-    """Seconds between queries; no shorter than Prometheus' own scrape interval is useful."""
-    timeout_s: float = 10.0
-    """Longest wait for the query's answer; shorter than `interval_s`."""
-    selector: str = ""
-    """Extra label matchers added to the query, e.g. ``job="dcgm-exporter",cluster="west"``."""
-    host_labels: tuple[str, ...] = ("Hostname", "hostname", "instance")
-    """Labels that name a GPU's host, the first present wins; ``instance`` loses its port. Put a
-    relabelled node label first (e.g. ``node``) where the exporters run as pods."""
-    bearer_token_file: str | None = None
-    """File holding a bearer token for an authenticating proxy in front of the API."""
-    exporter_pods: tuple[str, ...] = ("*dcgm-exporter*",)
-    """Patterns (fnmatch) of the exporters' own pod names. Under Kubernetes discovery Prometheus
-    labels every series with the scraped pod, so a free GPU's series carry the exporter's pod:
-    such a pod is never taken for the GPU's holder."""
 
 
 class _Series(msgspec.Struct):
@@ -152,6 +130,9 @@ class PrometheusGpuSource:
             self.headers["Authorization"] = f"Bearer {token}"
         self.host_of = host_resolver(source.host_labels)
         self.holder_of = holder_resolver(source.exporter_pods)
+
+    async def aclose(self) -> None:
+        return None  # polls use the poller's shared HTTP client: nothing of its own to close
 
     def targets(self) -> list[Target]:
         if not self.source.enabled:

@@ -12,9 +12,16 @@ from pathlib import Path
 
 import msgspec
 
+from sovereign_tui.config_sources import (
+    ConfigError,
+    DcgmSource,
+    NvidiaSmiSource,
+    PrometheusSource,
+    validate_dcgm,
+    validate_nvidia_smi,
+)
 
-class ConfigError(Exception):
-    """A configuration problem, phrased as one line naming the file and the fix."""
+__all__ = ["ConfigError", "Settings", "load_settings", "parse_settings"]
 
 
 class _Base(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
@@ -68,6 +75,9 @@ class Sources(_Base, frozen=True):
     nvml: NvmlSource = msgspec.field(default_factory=NvmlSource)
     nova: OpenStackSource = msgspec.field(default_factory=OpenStackSource)
     ironic: OpenStackSource = msgspec.field(default_factory=OpenStackSource)
+    nvidia_smi: NvidiaSmiSource = msgspec.field(default_factory=NvidiaSmiSource)
+    dcgm: DcgmSource = msgspec.field(default_factory=DcgmSource)
+    prometheus: PrometheusSource = msgspec.field(default_factory=PrometheusSource)
 
 
 class ExportSettings(_Base, frozen=True):
@@ -141,3 +151,5 @@ def _check(settings: Settings, origin: Path | str) -> None:
         interval = getattr(settings.sources, name).interval_s
         if interval <= 0:
             raise ConfigError(f"{origin}: sources.{name}.interval_s must be positive, got {interval}")
+    validate_dcgm(settings.sources.dcgm, origin)
+    validate_nvidia_smi(settings.sources.nvidia_smi, origin)

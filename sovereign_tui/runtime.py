@@ -32,6 +32,26 @@ def default_collectors(settings: Settings) -> list[Collector]:
     if src.nvml.enabled:
         found.append(NvmlCollector(src.nvml))
     found.extend(openstack_collectors(settings))
+    found.extend(gpu_fleet_collectors(settings))
+    return found
+
+
+def gpu_fleet_collectors(settings: Settings) -> list[Collector]:
+    """Remote GPUs: nvidia-smi over SSH, dcgm-exporter scrapes, a Prometheus query API."""
+    src = settings.sources
+    found: list[Collector] = []
+    if src.nvidia_smi.enabled and src.nvidia_smi.hosts:
+        from collectors.nvidia_smi import NvidiaSmiCollector
+
+        found.append(NvidiaSmiCollector(src.nvidia_smi))
+    if src.dcgm.enabled and src.dcgm.endpoints:
+        from collectors.dcgm import DcgmCollector
+
+        found.append(DcgmCollector(src.dcgm))
+    if src.prometheus.enabled:
+        from collectors.prometheus import PrometheusGpuSource
+
+        found.append(PrometheusGpuSource(src.prometheus))
     return found
 
 

@@ -19,7 +19,8 @@ import pytest
 from aiohttp import web
 
 from collectors.dcgm import FAMILIES
-from collectors.prometheus import PrometheusGpuSource, PrometheusSource, query_of
+from collectors.prometheus import PrometheusGpuSource, query_of
+from sovereign_tui.config_sources import PrometheusSource
 from sovereign_tui.clock import FakeClock
 from sovereign_tui.config import ConfigError
 from sovereign_tui.lab.dcgm_exporter import DcgmLab, LabGpu, layout, render, sample, start_dcgm_lab
