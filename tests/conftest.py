@@ -1,0 +1,3 @@
+"""Shared pytest setup: plugins that provide fixtures to the whole suite."""
+
+pytest_plugins = ["tests.services.fixtures"]
