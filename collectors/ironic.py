@@ -63,9 +63,15 @@ class IronicCollector:
     capabilities: frozenset[Capability] = frozenset({"read", "drain", "provision"})
 
     def __init__(
-        self, ref: CloudRef, *, interval_s: float = 15.0, session: CloudSession | None = None
+        self,
+        ref: CloudRef,
+        *,
+        interval_s: float = 15.0,
+        session: CloudSession | None = None,
+        page_size: int = PAGE,
     ) -> None:
         self.ref = ref
+        self.page_size = page_size
         self.interval_s = interval_s
         self.session = session or CloudSession(ref)
         self.client = ServiceClient(self.session, "baremetal", "ironic")
@@ -101,7 +107,7 @@ class IronicCollector:
         headers = {"X-OpenStack-Ironic-API-Version": version}
         _, endpoint = await self.session.credentials("baremetal")
         base = endpoint if endpoint.endswith("/v1") else endpoint + "/v1"
-        url: str | None = f"{base}/nodes/detail?limit={PAGE}"
+        url: str | None = f"{base}/nodes/detail?limit={self.page_size}"
         nodes: list[_Node] = []
         while url is not None:
             doc, _ = await self.client.get_json(ctx.http, url, headers=headers, timeout_s=ctx.timeout_s)

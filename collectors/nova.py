@@ -134,9 +134,15 @@ class NovaCollector:
     capabilities: frozenset[Capability] = frozenset({"read", "drain", "migrate", "provision"})
 
     def __init__(
-        self, ref: CloudRef, *, interval_s: float = 15.0, session: CloudSession | None = None
+        self,
+        ref: CloudRef,
+        *,
+        interval_s: float = 15.0,
+        session: CloudSession | None = None,
+        page_size: int = PAGE,
     ) -> None:
         self.ref = ref
+        self.page_size = page_size
         self.interval_s = interval_s
         self.session = session or CloudSession(ref)
         self.client = ServiceClient(self.session, "compute", "nova")
@@ -185,10 +191,10 @@ class NovaCollector:
         version = await self._negotiate(ctx)
         hv_version = min(version, USAGE_MAX) if version >= (2, 53) else version
         hv_pages = await self._pages(
-            ctx, f"/os-hypervisors/detail?limit={PAGE}", _Hypervisors, _mv(hv_version)
+            ctx, f"/os-hypervisors/detail?limit={self.page_size}", _Hypervisors, _mv(hv_version)
         )
         srv_pages = await self._pages(
-            ctx, f"/servers/detail?all_tenants=1&limit={PAGE}", _Servers, _mv(version)
+            ctx, f"/servers/detail?all_tenants=1&limit={self.page_size}", _Servers, _mv(version)
         )
         now = ctx.clock.time()
         src = self.target_id

@@ -40,6 +40,7 @@ class CloudSession:
         self.ref = ref
         self._session: Any = None
         self._region: Any = None
+        self._token: str | None = None
         self._lock = asyncio.Lock()
 
     def _load(self) -> Any:
@@ -56,14 +57,14 @@ class CloudSession:
         self._region = region
         return region.get_session()
 
-    def _token_and_endpoint(self, service_type: str, refresh: bool) -> tuple[str, str]:
+    def _token_and_endpoint(self, service_type: str, refused: str | None) -> tuple[str, str]:
         from keystoneauth1 import exceptions as ks
 
         if self._session is None:
             self._session = self._load()
         session = self._session
-        if refresh:
-            session.invalidate()
+        if refused is not None and refused == self._token:
+            session.invalidate()  # only once for the collectors that all saw the same 401
         try:
             token = session.get_token()
             # The cloud's own override (e.g. ``baremetal_endpoint_override`` for a standalone
@@ -85,12 +86,14 @@ class CloudSession:
             raise PollError(f"cloud '{self.ref.cloud}': authentication failed ({_short(exc)})") from None
         if not token or not endpoint:
             raise PollError(f"cloud '{self.ref.cloud}': no token or no '{service_type}' endpoint")
+        self._token = token
         return token, endpoint.rstrip("/")
 
-    async def credentials(self, service_type: str, *, refresh: bool = False) -> tuple[str, str]:
-        """(token, endpoint URL) for a service; `refresh` forces a new token."""
+    async def credentials(self, service_type: str, *, refused: str | None = None) -> tuple[str, str]:
+        """(token, endpoint URL) for a service. `refused` is a token a service answered 401 to:
+        a new one is obtained unless another collector of this cloud already did."""
         async with self._lock:
-            return await asyncio.to_thread(self._token_and_endpoint, service_type, refresh)
+            return await asyncio.to_thread(self._token_and_endpoint, service_type, refused)
 
 
 def _short(exc: BaseException) -> str:
@@ -124,7 +127,7 @@ class ServiceClient:
                 ) as resp:
                     body = await resp.read()
                     if resp.status == 401 and attempt == 0:
-                        token, endpoint = await self.session.credentials(self.service_type, refresh=True)
+                        token, endpoint = await self.session.credentials(self.service_type, refused=token)
                         continue
                     if resp.status >= 400:
                         raise PollError(f"{self.name}: HTTP {resp.status} from {_path(url)}{_fault(body)}")

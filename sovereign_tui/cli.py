@@ -16,6 +16,7 @@ from typing import Any, NoReturn
 
 from sovereign_tui import __version__
 from sovereign_tui.config import ConfigError, load_settings, state_home
+from sovereign_tui.errors import CommandError
 
 PROG = "sovereign-tui"
 EXIT_USAGE = 2
@@ -144,6 +145,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, ConfigError) as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_USAGE
+    except CommandError as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 
@@ -160,15 +164,17 @@ def _main(argv: list[str]) -> int:
         from sovereign_tui.commands import run_lab_command
 
         return run_lab_command(args)
+    if command == "demo":
+        _log_to_file()
+        from sovereign_tui.commands import run_demo
+
+        return run_demo(hosts=args.hosts, seed=args.seed)
     settings, _ = load_settings(getattr(args, "config", None))
     if command == "export":
         from sovereign_tui.commands import run_export
 
         return run_export(settings, fmt=args.format, watch=args.watch, timeout_s=args.timeout)
     _log_to_file()
-    from sovereign_tui.commands import run_demo, run_tui
+    from sovereign_tui.commands import run_tui
 
-    if command == "demo":
-        return run_demo(settings, hosts=args.hosts, seed=args.seed)
     return run_tui(settings)
-

@@ -73,9 +73,22 @@ def run_tui(settings: Settings) -> int:
     return app.return_code or 0
 
 
-def run_demo(settings: Settings, *, hosts: int, seed: int) -> int:
-    return run_tui(settings)
+def run_demo(*, hosts: int, seed: int) -> int:
+    """The lab in a background process (its own CPU, real HTTP and SSH between the two), the
+    console in this one on the config the lab wrote; the lab stops when the console exits."""
+    from sovereign_tui.config import load_settings
+    from sovereign_tui.lab.process import LabProcess
+
+    with LabProcess(hosts=hosts, seed=seed) as lab:
+        settings, _ = load_settings(lab.files.settings)
+        return run_tui(settings)
 
 
 def run_lab_command(args: argparse.Namespace) -> int:
-    raise NotImplementedError
+    from sovereign_tui.lab.server import run_lab
+
+    async def main() -> int:
+        await run_lab(args.hosts, args.seed, args.write_config)
+        return 0
+
+    return run_async(main)

@@ -75,6 +75,8 @@ class TokenStore:
         self.clock = clock
         self.faults = faults
         self.endpoints: list[Endpoint] = []
+        self.issued = 0
+        """Tokens issued so far (tests count re-authentications)."""
         self._tokens: dict[str, Token] = {}
         self._users = {u.name: u for u in scenario.users}
         self._users_by_id = {u.id: u for u in scenario.users}
@@ -106,6 +108,7 @@ class TokenStore:
             app_credential=app_cred,
         )
         self._tokens[token.id] = token
+        self.issued += 1
         return token
 
     def validate(self, token_id: str | None) -> Token | None:
