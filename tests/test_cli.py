@@ -17,11 +17,17 @@ from sovereign_tui.export import checked_in_schema
 SUBCOMMANDS = ["tui", "demo", "export", "lab"]
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
     full_env = {**os.environ, **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "sovereign_tui", *args],
-        capture_output=True, text=True, env=full_env, timeout=timeout, check=False,
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=timeout,
+        check=False,
     )
 
 
@@ -101,7 +107,8 @@ def test_export_runs_end_to_end_with_data_on_stdout_only(tmp_path: Path) -> None
     driver, is reported down on stderr while the JSON on stdout still validates."""
     cfg = tmp_path / "sovereign.toml"
     cfg.write_text(
-        "[sources.host]\nname = 'mgmt-01'\n[sources.nvml]\nhost = 'mgmt-01'\nlibrary = '/nonexistent/libnvidia-ml.so.1'\n"
+        "[sources.host]\nname = 'mgmt-01'\n"
+        "[sources.nvml]\nhost = 'mgmt-01'\nlibrary = '/nonexistent/libnvidia-ml.so.1'\n"
     )
     out = run_cli("export", "--config", str(cfg), "--timeout", "20", env={"XDG_STATE_HOME": str(tmp_path)})
     assert out.returncode == 0, out.stderr

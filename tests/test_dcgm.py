@@ -12,10 +12,10 @@ import msgspec
 import pytest
 
 from collectors.dcgm import FAMILIES, DcgmCollector, gpus_from_samples
-from sovereign_tui.config_sources import DcgmEndpoint, DcgmSource, normalise
-from sovereign_tui.config_sources import validate_dcgm as validate
 from sovereign_tui.clock import FakeClock
 from sovereign_tui.config import ConfigError
+from sovereign_tui.config_sources import DcgmEndpoint, DcgmSource, normalise
+from sovereign_tui.config_sources import validate_dcgm as validate
 from sovereign_tui.lab.dcgm_exporter import DcgmLab, GpuSample, LabGpu, layout, render, sample, start_dcgm_lab
 from sovereign_tui.model import Gpu
 from sovereign_tui.poller import Poller

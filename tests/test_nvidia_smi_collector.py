@@ -18,11 +18,11 @@ import msgspec
 import pytest
 
 from collectors.nvidia_smi import NvidiaSmiCollector
-from sovereign_tui.config_sources import NvidiaSmiSource, SshHost
-from sovereign_tui.config_sources import validate_nvidia_smi as validate
 from collectors.nvidia_smi_parse import APP_FIELDS, COMMAND, GPU_FIELDS, parse_output
 from sovereign_tui.clock import FakeClock
 from sovereign_tui.config import ConfigError
+from sovereign_tui.config_sources import NvidiaSmiSource, SshHost
+from sovereign_tui.config_sources import validate_nvidia_smi as validate
 from sovereign_tui.lab.ssh_targets import GPU_MODELS, SimGpuHost, SshTargets
 from sovereign_tui.model import Gpu, SourceHealth
 from sovereign_tui.poller import Poller

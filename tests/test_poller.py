@@ -56,7 +56,10 @@ def make_poller(clock: FakeClock, **kw: object) -> tuple[Poller, Store]:
 
 
 def test_offsets_are_stable_and_spread_over_the_interval() -> None:
-    targets = [Target(f"dcgm:10.0.{i // 250}.{i % 250}:9400", "dcgm", "x", 10.0, Recorder(FakeClock())) for i in range(1000)]
+    targets = [
+        Target(f"dcgm:10.0.{i // 250}.{i % 250}:9400", "dcgm", "x", 10.0, Recorder(FakeClock()))
+        for i in range(1000)
+    ]
     offsets = [t.offset() for t in targets]
     assert all(0 <= o < 10.0 for o in offsets)
     # Same id, same offset: the schedule stays put across restarts.
@@ -145,7 +148,9 @@ async def test_reconfiguration_starts_and_stops_only_what_changed() -> None:
     polls_a = store.snapshot().sources[0].polls
     assert polls_a >= 2
     # Same a, b with a new interval, c new.
-    poller.set_targets([Target("a", "s", "e", 1.0, a), Target("b", "s", "e", 2.0, b), Target("c", "s", "e", 1.0, c)])
+    poller.set_targets(
+        [Target("a", "s", "e", 1.0, a), Target("b", "s", "e", 2.0, b), Target("c", "s", "e", 1.0, c)]
+    )
     assert poller.started[2:] == ["b", "c"]
     await clock.advance(3.0)
     by_id = {h.target: h for h in store.snapshot().sources}
@@ -204,7 +209,9 @@ async def test_run_once_with_timeout_marks_the_slow_target_down() -> None:
     async def never(ctx: PollContext) -> Observation:
         return await hang
 
-    poller.set_targets([Target("fast", "s", "a", 10.0, Recorder(clock)), Target("hung", "s", "b", 10.0, never)])
+    poller.set_targets(
+        [Target("fast", "s", "a", 10.0, Recorder(clock)), Target("hung", "s", "b", 10.0, never)]
+    )
     await poller.run_once(timeout_s=0.05)
     by_id = {h.target: h for h in store.snapshot().sources}
     assert by_id["fast"].up is True

@@ -20,9 +20,9 @@ from aiohttp import web
 
 from collectors.dcgm import FAMILIES
 from collectors.prometheus import PrometheusGpuSource, query_of
-from sovereign_tui.config_sources import PrometheusSource
 from sovereign_tui.clock import FakeClock
 from sovereign_tui.config import ConfigError
+from sovereign_tui.config_sources import PrometheusSource
 from sovereign_tui.lab.dcgm_exporter import DcgmLab, LabGpu, layout, render, sample, start_dcgm_lab
 from sovereign_tui.model import Gpu
 from sovereign_tui.poller import Poller

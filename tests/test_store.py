@@ -26,11 +26,22 @@ def health(target: str, clock: FakeClock, *, up: bool = True, interval: float = 
 
 def nova_obs(clock: FakeClock, hosts: list[str]) -> Observation:
     facets = tuple(
-        FacetOf(h, NovaFacet(source="nova", observed_at=clock.time(), hypervisor_id=h, state="up", status="enabled"))
+        FacetOf(
+            h,
+            NovaFacet(source="nova", observed_at=clock.time(), hypervisor_id=h, state="up", status="enabled"),
+        )
         for h in hosts
     )
     workloads = tuple(
-        Workload(source="nova", observed_at=clock.time(), kind="nova-vm", id=f"vm-{h}", name=f"vm-{h}", state="ACTIVE", host=h)
+        Workload(
+            source="nova",
+            observed_at=clock.time(),
+            kind="nova-vm",
+            id=f"vm-{h}",
+            name=f"vm-{h}",
+            state="ACTIVE",
+            host=h,
+        )
         for h in hosts
     )
     return Observation(facets=facets, workloads=workloads)
@@ -39,7 +50,12 @@ def nova_obs(clock: FakeClock, hosts: list[str]) -> Observation:
 def ironic_obs(clock: FakeClock, hosts: list[str]) -> Observation:
     return Observation(
         facets=tuple(
-            FacetOf(h, IronicFacet(source="ironic", observed_at=clock.time(), node_uuid=f"n-{h}", provision_state="active"))
+            FacetOf(
+                h,
+                IronicFacet(
+                    source="ironic", observed_at=clock.time(), node_uuid=f"n-{h}", provision_state="active"
+                ),
+            )
             for h in hosts
         )
     )
@@ -64,7 +80,17 @@ def test_hosts_join_facets_from_every_layer_by_name() -> None:
     store.apply(health("nova", clock), nova_obs(clock, ["gpu-a", "gpu-b"]))
     store.apply(health("ironic", clock), ironic_obs(clock, ["gpu-b", "bm-c"]))
     gpus = Observation(
-        gpus=tuple(Gpu(source="nvml", observed_at=clock.time(), host="gpu-b", index=i, uuid=f"G{i}", util_gpu_pct=50.0 * i) for i in range(3))
+        gpus=tuple(
+            Gpu(
+                source="nvml",
+                observed_at=clock.time(),
+                host="gpu-b",
+                index=i,
+                uuid=f"G{i}",
+                util_gpu_pct=50.0 * i,
+            )
+            for i in range(3)
+        )
     )
     store.apply(health("nvml", clock), gpus)
     hosts = {h.name: h for h in store.snapshot().hosts}
