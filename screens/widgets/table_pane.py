@@ -1,0 +1,84 @@
+"""A snapshot table with its filter box and its detail line.
+
+`/` opens the filter box, typing filters, Enter goes back to the table keeping the filter, Escape
+clears it. Under the table, everything about the cursor's row (cells may be cut on a small
+terminal; the detail line wraps)."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Vertical
+from textual.content import Content
+from textual.widgets import Input, Static
+
+from screens.widgets.snapshot_table import SnapshotTable
+
+
+class TablePane(Vertical):
+    BINDING_GROUP_TITLE = "Filter"
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("slash", "open_filter", "Filter", id="filter", tooltip="Show only rows containing a text"),
+        Binding(
+            "escape", "clear_filter", "Clear", id="clear-filter", tooltip="Clear the filter: every row again"
+        ),
+    ]
+    DEFAULT_CSS = """
+    TablePane {
+        height: 1fr;
+        & > Input { display: none; border: none; height: 1; padding: 0 1; }
+        &.-filtering > Input { display: block; }
+        & > .detail { height: auto; max-height: 3; padding: 0 1; color: $text-muted; }
+    }
+    """
+
+    def __init__(self, table: SnapshotTable[Any], *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.table = table
+
+    def compose(self) -> ComposeResult:
+        yield Input(placeholder="filter: text in any column · Enter keeps · Esc clears", id="filter")
+        yield self.table
+        if self.table.spec.detail is not None:
+            yield Static(classes="detail")
+
+    def on_snapshot_table_cursor_moved(self, event: SnapshotTable.CursorMoved) -> None:
+        detail = self.table.spec.detail
+        if event.table is not self.table or detail is None:
+            return
+        row = self.table.model.cursor_row
+        self.query_one(".detail", Static).update(Content("" if row is None else detail(row, self.table.now)))
+
+    @property
+    def filter_input(self) -> Input:
+        return self.query_one("#filter", Input)
+
+    def action_open_filter(self) -> None:
+        self.add_class("-filtering")
+        self.filter_input.focus()
+        self.refresh_bindings()
+
+    def action_clear_filter(self) -> None:
+        self.filter_input.value = ""
+        self.table.set_filter("")
+        self.remove_class("-filtering")
+        self.table.focus()
+        self.refresh_bindings()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "clear_filter":
+            return self.has_class("-filtering") or bool(self.table.model.filter.strip())
+        return True
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        event.stop()
+        self.table.set_filter(event.value)
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        """Back to the table; the filter stays (the table's subtitle shows it, Escape clears it)."""
+        event.stop()
+        self.remove_class("-filtering")
+        self.table.focus()
+        self.refresh_bindings()
