@@ -43,7 +43,11 @@ demo *ARGS:
     {{venv}}/bin/sovereign-tui demo {{ARGS}}
 
 # Every benchmark; figures land in bench-results/.
-bench: bench-poller
+bench: bench-poller bench-lab
+
+# The embedded lab at 1,000 hosts and 10,000 servers polled end to end, and the tables' update.
+bench-lab *ARGS:
+    {{py}} -m bench.lab_bench {{ARGS}}
 
 # The poller against N loopback endpoints, compared with a 32-thread requests pool.
 bench-poller *ARGS:

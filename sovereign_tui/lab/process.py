@@ -23,9 +23,12 @@ READY = "sovereign-lab up:"
 
 
 class LabProcess:
-    def __init__(self, *, hosts: int, seed: int, ready_timeout_s: float = 60.0) -> None:
+    def __init__(
+        self, *, hosts: int, seed: int, servers: int | None = None, ready_timeout_s: float = 60.0
+    ) -> None:
         self.hosts = hosts
         self.seed = seed
+        self.servers = servers
         self.ready_timeout_s = ready_timeout_s
         self.dir = Path(tempfile.mkdtemp(prefix="sovereign-lab-"))
         self.log = self.dir / "lab.log"
@@ -51,6 +54,8 @@ class LabProcess:
             sys.executable, "-m", "sovereign_tui", "lab",
             "--hosts", str(self.hosts), "--seed", str(self.seed), "--write-config", str(self.dir),
         ]  # fmt: skip
+        if self.servers is not None:
+            cmd += ["--servers", str(self.servers)]
         with self.log.open("w") as log:
             self._proc = subprocess.Popen(
                 cmd, stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL, text=True,
