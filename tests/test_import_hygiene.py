@@ -21,7 +21,7 @@ def headless_modules() -> list[str]:
     found = []
     for package in ("sovereign_tui", "collectors"):
         for info in pkgutil.walk_packages([str(ROOT / package)], prefix=f"{package}."):
-            if info.name not in UI_MODULES:
+            if info.name not in UI_MODULES and not info.name.endswith(".__main__"):  # runs the app
                 found.append(info.name)
     return sorted([*found, "sovereign_tui", "collectors"])
 
