@@ -68,7 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     install_uvloop()
     started = time.perf_counter()
-    with LabProcess(hosts=args.hosts, seed=1, servers=args.servers, ready_timeout_s=120) as lab:
+    with LabProcess(
+        hosts=args.hosts, seed=1, servers=args.servers, layers="openstack", ready_timeout_s=120
+    ) as lab:
         lab_start_s = time.perf_counter() - started
         durations, snapshot = asyncio.run(poll_cycles(lab.files.settings, args.cycles))
     per_source = {src: statistics.median(vals) for src, vals in sorted(durations.items())}

@@ -24,8 +24,15 @@ READY = "sovereign-lab up:"
 
 class LabProcess:
     def __init__(
-        self, *, hosts: int, seed: int, servers: int | None = None, ready_timeout_s: float = 60.0
+        self,
+        *,
+        hosts: int,
+        seed: int,
+        servers: int | None = None,
+        layers: str | None = None,
+        ready_timeout_s: float = 60.0,
     ) -> None:
+        self.layers = layers
         self.hosts = hosts
         self.seed = seed
         self.servers = servers
@@ -56,6 +63,8 @@ class LabProcess:
         ]  # fmt: skip
         if self.servers is not None:
             cmd += ["--servers", str(self.servers)]
+        if self.layers is not None:
+            cmd += ["--layers", self.layers]
         with self.log.open("w") as log:
             self._proc = subprocess.Popen(
                 cmd, stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL, text=True,

@@ -282,22 +282,29 @@ async def run_lab(
     write_config_dir: str | os.PathLike[str] | None,
     *,
     servers: int | None = None,
+    layers: tuple[str, ...] = ("openstack",),
     out: TextIO | None = None,
     on_ready: Callable[[Lab], None] | None = None,
 ) -> None:
     """Run the lab until cancelled: print one line with its URLs, optionally write its config.
 
-    `on_ready` is called with the started lab once the line is printed (tests wait on it)."""
-    lab = Lab(hosts=hosts, seed=seed, servers=servers)
-    await lab.start()
+    `layers` picks the parts beyond OpenStack (see `sovereign_tui.lab.fleet`). `on_ready` is
+    called with the started OpenStack lab once the line is printed (tests wait on it)."""
+    from sovereign_tui.lab.fleet import FleetLab
+
+    fleet = FleetLab(hosts=hosts, seed=seed, servers=servers, layers=layers)
+    lab = fleet.lab
+    await fleet.start()
     try:
-        files = lab.write_config(write_config_dir) if write_config_dir is not None else None
-        s = lab.summary()
+        files = fleet.write_config(write_config_dir) if write_config_dir is not None else None
+        s = fleet.summary()
         where = f" config={files.clouds_yaml.parent}" if files else ""
+        kube = f" kubernetes={s['kubernetes']}" if "kubernetes" in s else ""
+        ssh = f" ssh_gpu_hosts={s['ssh_gpu_hosts']}" if "ssh_gpu_hosts" in s else ""
         print(
             f"sovereign-lab up: identity={lab.urls['identity']} compute={lab.urls['compute']} "
-            f"baremetal={lab.urls['baremetal']} lab={lab.urls['lab']} hosts={s['hosts']} "
-            f"servers={s['servers']} nodes={s['nodes']} seed={seed}{where}",
+            f"baremetal={lab.urls['baremetal']} lab={lab.urls['lab']}{kube} hosts={s['hosts']} "
+            f"servers={s['servers']} nodes={s['nodes']}{ssh} seed={seed}{where}",
             file=out or sys.stdout,
             flush=True,
         )
@@ -305,4 +312,4 @@ async def run_lab(
             on_ready(lab)
         await asyncio.Event().wait()
     finally:
-        await lab.stop()
+        await fleet.stop()
