@@ -33,6 +33,10 @@ class AuthError(PollError):
     pass
 
 
+class EndpointMissing(PollError):
+    """The catalog has no endpoint of the service type (a collector may treat that as "absent")."""
+
+
 class CloudSession:
     """One authenticated keystoneauth session per cloud, shared by that cloud's collectors."""
 
@@ -77,13 +81,17 @@ class CloudSession:
                 f"cloud '{self.ref.cloud}': Keystone refused the credentials (check clouds.yaml)"
             ) from None
         except ks.EndpointNotFound:
-            raise PollError(
+            raise EndpointMissing(
                 f"cloud '{self.ref.cloud}': no {self.ref.interface} '{service_type}' endpoint in the catalog"
             ) from None
         except ks.ConnectFailure as exc:
             raise PollError(f"cloud '{self.ref.cloud}': Keystone unreachable ({_short(exc)})") from None
         except ks.ClientException as exc:
             raise PollError(f"cloud '{self.ref.cloud}': authentication failed ({_short(exc)})") from None
+        if token and not endpoint:
+            raise EndpointMissing(
+                f"cloud '{self.ref.cloud}': no {self.ref.interface} '{service_type}' endpoint in the catalog"
+            )
         if not token or not endpoint:
             raise PollError(f"cloud '{self.ref.cloud}': no token or no '{service_type}' endpoint")
         self._token = token

@@ -20,6 +20,7 @@ from sovereign_tui.config_sources import (
     validate_dcgm,
     validate_nvidia_smi,
 )
+from sovereign_tui.ops.settings import OpsSettings, validate_ops
 
 __all__ = ["ConfigError", "Settings", "load_settings", "parse_settings"]
 
@@ -75,6 +76,8 @@ class Sources(_Base, frozen=True):
     nvml: NvmlSource = msgspec.field(default_factory=NvmlSource)
     nova: OpenStackSource = msgspec.field(default_factory=OpenStackSource)
     ironic: OpenStackSource = msgspec.field(default_factory=OpenStackSource)
+    starlingx: OpenStackSource = msgspec.field(default_factory=lambda: OpenStackSource(interval_s=30.0))
+    """StarlingX sysinv, dcmanager and fm, found through the same cloud's Keystone catalog."""
     nvidia_smi: NvidiaSmiSource = msgspec.field(default_factory=NvidiaSmiSource)
     dcgm: DcgmSource = msgspec.field(default_factory=DcgmSource)
     prometheus: PrometheusSource = msgspec.field(default_factory=PrometheusSource)
@@ -89,6 +92,8 @@ class Settings(_Base, frozen=True):
     poller: PollerSettings = msgspec.field(default_factory=PollerSettings)
     sources: Sources = msgspec.field(default_factory=Sources)
     export: ExportSettings = msgspec.field(default_factory=ExportSettings)
+    ops: OpsSettings = msgspec.field(default_factory=OpsSettings)
+    """Operations (drain, migrate, provision): roles, targets, limits; see `sovereign_tui.ops.settings`."""
 
 
 def config_home() -> Path:
@@ -153,3 +158,6 @@ def _check(settings: Settings, origin: Path | str) -> None:
             raise ConfigError(f"{origin}: sources.{name}.interval_s must be positive, got {interval}")
     validate_dcgm(settings.sources.dcgm, origin)
     validate_nvidia_smi(settings.sources.nvidia_smi, origin)
+    problem = validate_ops(settings.ops, origin)
+    if problem is not None:
+        raise ConfigError(problem)

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable
 
 from collectors.base import Collector
 from sovereign_tui.clock import Clock, SystemClock
-from sovereign_tui.config import Settings
+from sovereign_tui.config import OpenStackSource, Settings
 from sovereign_tui.model import Snapshot
 from sovereign_tui.poller import Backoff, Poller
 from sovereign_tui.store import Enricher, Store
@@ -60,6 +60,7 @@ def openstack_collectors(settings: Settings) -> list[Collector]:
     from collectors.ironic import IronicCollector
     from collectors.nova import NovaCollector
     from collectors.openstack import CloudRef, CloudSession
+    from collectors.starlingx import StarlingxCollector
 
     sessions: dict[CloudRef, CloudSession] = {}
 
@@ -67,7 +68,13 @@ def openstack_collectors(settings: Settings) -> list[Collector]:
         return sessions.setdefault(ref, CloudSession(ref))
 
     found: list[Collector] = []
-    for cfg, cls in ((settings.sources.nova, NovaCollector), (settings.sources.ironic, IronicCollector)):
+    src = settings.sources
+    kinds: tuple[tuple[OpenStackSource, type[NovaCollector | IronicCollector | StarlingxCollector]], ...] = (
+        (src.nova, NovaCollector),
+        (src.ironic, IronicCollector),
+        (src.starlingx, StarlingxCollector),
+    )
+    for cfg, cls in kinds:
         if cfg.enabled:
             ref = CloudRef(cfg.cloud, cfg.clouds_yaml, cfg.region, cfg.interface)
             found.append(cls(ref, interval_s=cfg.interval_s, session=session(ref)))
