@@ -11,6 +11,11 @@ poller scrapes thousands of them per cycle, so the parser does only what a colle
 - label values are unescaped (``\\\\``, ``\\"``, ``\\n``); labels are parsed only for the
   samples returned.
 
+A `Parser` kept per endpoint remembers the series of its last scrape, so a scrape that repeats
+them (the usual case) costs one prefix test per line and a look-up and a float per sample: about
+0.03 ms for an 11 KB dcgm-exporter answer of eight GPUs, 40 samples wanted. `parse` is the
+one-off form.
+
 A family is an exact metric name (ask for ``x_bucket``, ``x_sum``... for histogram series).
 A line whose name is a wanted family but which is malformed raises `PromTextError` (a
 `ValueError`) naming the line number, so a collector can turn it into one clear message; lines
@@ -62,26 +67,42 @@ class Parser:
     that carry the same label set share one read-only `Labels`.
     """
 
-    __slots__ = ("_prefixes", "_series", "families")
+    __slots__ = ("_index", "_labels_of", "_prefixes", "_series", "_slot_family", "families")
 
     def __init__(self, families: Iterable[str]) -> None:
         self.families: tuple[str, ...] = tuple(dict.fromkeys(families))
         if "" in self.families:
             raise ValueError("an empty metric name was asked for")
+        self._index = {name: i for i, name in enumerate(self.families)}
         # Indented lines pass the prefix test too, and are looked at again once unindented.
         self._prefixes = (*self.families, " ", "\t") if self.families else ()
-        self._series: dict[str, tuple[str | None, Labels]] = {}
+        self._forget()
+
+    def _forget(self) -> None:
+        # What is remembered of each series: its slot in two flat lists, so that thousands of
+        # parsers hold almost nothing the garbage collector has to walk.
+        self._series: dict[str, int] = {}
+        self._slot_family: list[int] = []  # index in `families`, -1 for another family
+        self._labels_of: list[Labels] = []
+
+    def _remember(self, series: str, family: int, labels: Labels) -> None:
+        self._series[series] = len(self._slot_family)
+        self._slot_family.append(family)
+        self._labels_of.append(labels)
 
     def parse(self, text: str) -> dict[str, list[Sample]]:
         """The samples of each wanted family, in the order they appear.
 
         Every family asked for is a key of the result, with an empty list when it has none.
         """
-        out: dict[str, list[Sample]] = {name: [] for name in self.families}
+        lists: list[list[Sample]] = [[] for _ in self.families]
+        out = dict(zip(self.families, lists, strict=True))
         if not out:
             return out
         prefixes = self._prefixes
         known = self._series
+        family_of = self._slot_family
+        labels_of = self._labels_of
         bodies: dict[str, Labels] = {}
         looked = 0
         for index, line in enumerate(text.split("\n")):
@@ -89,27 +110,27 @@ class Parser:
                 continue
             looked += 1
             series, _, token = line.rpartition(" ")
-            hit = known.get(series)
-            if hit is not None:
-                name = hit[0]
-                if name is None:  # another family that shares a wanted prefix
+            slot = known.get(series)
+            if slot is not None:
+                family = family_of[slot]
+                if family < 0:  # another family that shares a wanted prefix
                     continue
                 if "_" not in token:
                     try:
-                        out[name].append((hit[1], float(token)))
+                        lists[family].append((labels_of[slot], float(token)))
                         continue
                     except ValueError:
                         pass  # parse the line in full for a precise error
             name, labels, fields = _sample(line, index + 1, out, bodies)
             if name is None:
-                if series:
-                    known[series] = (None, _NO_LABELS)
+                if series and series not in known:
+                    self._remember(series, -1, _NO_LABELS)
                 continue
             out[name].append((labels, _value(fields, index + 1, line)))
-            if len(fields) == 1 and fields[0] == token:  # exactly "series value": safe to remember
-                known[series] = (name, labels)
+            if len(fields) == 1 and fields[0] == token and series not in known:
+                self._remember(series, self._index[name], labels)  # exactly "series value"
         if len(known) > 2 * looked + 64:  # the series churned: start again from the next scrape
-            self._series = {}
+            self._forget()
         return out
 
 
@@ -172,7 +193,7 @@ def _labels(body: str, lineno: int, line: str) -> Labels:
             return _NO_LABELS
         joined = "".join(names)
         if " " in joined or "\t" in joined:
-            keys = [n.strip(' \t,=') for n in names]
+            keys = [n.strip(" \t,=") for n in names]
         else:  # written as exporters write it: a="x",b="y"
             keys = joined[:-1].split("=,")
         labels = dict(zip(keys, pieces[1::2], strict=True))

@@ -59,17 +59,20 @@ class Limiter:
         self._wake()
 
     def _wake(self) -> None:
-        if not self._waiters:
+        waiters = self._waiters
+        if not waiters:
             return
-        kept: deque[tuple[str, asyncio.Future[None]]] = deque()
-        while self._waiters and self._active < self.global_limit:
-            host, fut = self._waiters.popleft()
+        # Hand free slots to waiters in order; those whose host is full keep their place at
+        # the front (the queue is not rebuilt: releases stay O(1) with thousands waiting).
+        skipped: list[tuple[str, asyncio.Future[None]]] = []
+        while waiters and self._active < self.global_limit:
+            host, fut = waiters.popleft()
             if fut.done():
                 continue
             if self._per_host[host] < self.per_host_limit:
                 self._take(host)
                 fut.set_result(None)
             else:
-                kept.append((host, fut))
-        kept.extend(self._waiters)
-        self._waiters = kept
+                skipped.append((host, fut))
+        if skipped:
+            waiters.extendleft(reversed(skipped))

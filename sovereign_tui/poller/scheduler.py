@@ -20,6 +20,7 @@ import msgspec
 
 from sovereign_tui.clock import Clock, SystemClock
 from sovereign_tui.model import Observation, SourceHealth
+from sovereign_tui.poller.deadlines import Deadlines
 from sovereign_tui.poller.limits import Limiter
 from sovereign_tui.poller.target import PollContext, PollError, Target
 
@@ -75,6 +76,7 @@ class Poller:
         self._loops: dict[str, asyncio.Task[None]] = {}
         self._health: dict[str, SourceHealth] = {}
         self._epoch: float | None = None
+        self._deadlines = Deadlines(self.clock)
         self.started: list[str] = []
         """Ids of loops started, in order (reconfiguration is observable in tests)."""
 
@@ -88,7 +90,10 @@ class Poller:
             # The poller bounds concurrency itself; the connector only keeps connections alive
             # (limit 0: unbounded, so keep-alive spans every endpoint of a cycle).
             connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, ttl_dns_cache=300)
-            self._http = aiohttp.ClientSession(connector=connector, trust_env=False)
+            # Every poll runs under the poller's own deadline, so the session sets no total
+            # timeout of its own (that would cost a timer per request).
+            timeout = aiohttp.ClientTimeout(total=None, sock_connect=30)
+            self._http = aiohttp.ClientSession(connector=connector, timeout=timeout, trust_env=False)
         return self._http
 
     async def close(self) -> None:
@@ -197,7 +202,9 @@ class Poller:
         await asyncio.gather(*pending, return_exceptions=True)
         for task in pending:
             target = by_task[task]
-            self._record(target, started, wall, f"no answer within {timeout_s:g}s (endpoint {target.endpoint})", None)
+            self._record(
+                target, started, wall, f"no answer within {timeout_s:g}s (endpoint {target.endpoint})", None
+            )
 
     async def poll_target(self, target: Target) -> bool:
         """One attempt: take a slot, poll with the timeout, record health. True on success."""
@@ -211,26 +218,28 @@ class Poller:
         started = self.clock.monotonic()
         attempt_wall = self.clock.time()
         ctx = PollContext(clock=self.clock, http=self.http, timeout_s=target.timeout)
-        poll = asyncio.ensure_future(target.poll(ctx))
-        timer = asyncio.ensure_future(self.clock.sleep_until(started + target.timeout))
+        # The poll runs in this task; the shared watcher cancels it at the deadline (on the
+        # injected clock), and the cancellation is told apart from one from outside as
+        # asyncio.timeout does: by the task's cancel count.
+        task = asyncio.current_task()
+        assert task is not None
+        cancelling = task.cancelling()
+        deadline = self._deadlines.add(started + target.timeout, task)
         error: str | None = None
         observation: Observation | None = None
         try:
-            done, _ = await asyncio.wait({poll, timer}, return_when=asyncio.FIRST_COMPLETED)
+            observation = await target.poll(ctx)
         except asyncio.CancelledError:
-            poll.cancel()
-            timer.cancel()
-            raise
-        if poll in done:
-            timer.cancel()
-            try:
-                observation = poll.result()
-            except Exception as exc:  # any failure of a source is that source's health
-                error = describe_error(exc)
-        else:
-            poll.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await poll
+            if not deadline.expired or task.uncancel() > cancelling:
+                raise
+        except Exception as exc:  # any failure of a source is that source's health
+            error = describe_error(exc)
+        finally:
+            self._deadlines.discard(deadline)
+        if deadline.expired:
+            if task.cancelling() > cancelling:  # the poll swallowed the cancellation
+                task.uncancel()
+            observation = None
             error = f"timed out after {target.timeout:g}s (endpoint {target.endpoint})"
         return self._record(target, started, attempt_wall, error, observation)
 
