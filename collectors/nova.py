@@ -22,6 +22,7 @@ OUR_MAX = (2, 100)
 USAGE_MAX = (2, 87)
 """Hypervisor usage fields (vcpus_used, memory_mb_used, running_vms) exist up to 2.87."""
 PAGE = 1000
+PROJECTS_EVERY_S = 600.0
 
 
 class _Flavor(msgspec.Struct):
@@ -79,6 +80,15 @@ class _Hypervisor(msgspec.Struct):
 class _Hypervisors(msgspec.Struct):
     hypervisors: list[_Hypervisor]
     hypervisors_links: list[_Link] = msgspec.field(default_factory=list)
+
+
+class _Project(msgspec.Struct):
+    id: str
+    name: str
+
+
+class _Projects(msgspec.Struct):
+    projects: list[_Project]
 
 
 class _Version(msgspec.Struct):
@@ -148,6 +158,9 @@ class NovaCollector:
         self.client = ServiceClient(self.session, "compute", "nova")
         self.target_id = f"nova:{ref.cloud}"
         self.version: tuple[int, int] | None = None
+        self.identity = ServiceClient(self.session, "identity", "keystone")
+        self.project_names: dict[str, str] = {}
+        self._projects_read_at: float | None = None
 
     def targets(self) -> list[Target]:
         return [
@@ -187,6 +200,22 @@ class NovaCollector:
             url = _next(links)
         return pages
 
+    async def _projects(self, ctx: PollContext, wanted: set[str]) -> dict[str, str]:
+        """Project names for the owner column, from Keystone, re-read when an unknown project
+        appears (at most every PROJECTS_EVERY_S). A user who may not list projects sees ids."""
+        now = ctx.clock.monotonic()
+        fresh = self._projects_read_at is not None and now - self._projects_read_at < PROJECTS_EVERY_S
+        if fresh or wanted <= self.project_names.keys():
+            return self.project_names
+        self._projects_read_at = now
+        try:
+            doc, _ = await self.identity.get_json(ctx.http, "/projects", timeout_s=ctx.timeout_s / 4)
+            projects = msgspec.convert(doc, _Projects).projects
+        except (PollError, msgspec.ValidationError):
+            return self.project_names
+        self.project_names = {p.id: p.name for p in projects}
+        return self.project_names
+
     async def poll(self, ctx: PollContext) -> Observation:
         version = await self._negotiate(ctx)
         hv_version = min(version, USAGE_MAX) if version >= (2, 53) else version
@@ -222,6 +251,9 @@ class NovaCollector:
                         ),
                     )
                 )
+        names = await self._projects(
+            ctx, {s.tenant_id for page in srv_pages for s in page.servers if s.tenant_id}
+        )
         workloads = []
         for spage in srv_pages:
             for s in spage.servers:
@@ -239,7 +271,7 @@ class NovaCollector:
                         name=s.name,
                         state=s.status,
                         host=s.host,
-                        owner=s.tenant_id,
+                        owner=names.get(s.tenant_id, s.tenant_id) if s.tenant_id else None,
                         gpus=count,
                         flavor=flavor.original_name,
                         gpu_kind=kind,

@@ -69,7 +69,7 @@ async def test_nova_reads_every_hypervisor_and_server_across_pages(rig: Rig) -> 
     for sid, server in scenario.servers.items():
         vm = vms[sid]
         assert vm.host == server.host
-        assert vm.owner == server.project_id
+        assert vm.owner == scenario.projects_by_id[server.project_id].name  # named through Keystone
         expected = server.flavor.gpu_count or server.flavor.vgpus
         assert vm.gpus == expected
         assert vm.gpu_kind == (
