@@ -16,7 +16,10 @@ from textual.screen import Screen
 from textual.widgets import Footer
 
 from screens.widgets.status_line import StatusLine
+from sovereign_tui.gpu_analytics import GpuHistory
 from sovereign_tui.model import EMPTY_SNAPSHOT, Snapshot
+
+_NO_HISTORY = GpuHistory()
 
 
 class SnapshotScreen(Screen[None]):
@@ -30,6 +33,12 @@ class SnapshotScreen(Screen[None]):
         )
         yield from self.compose_body()
         yield Footer(compact=True)
+
+    @property
+    def history(self) -> GpuHistory:
+        """The GPUs' recent history, which the app keeps (empty when the app keeps none)."""
+        history = getattr(self.app, "history", None)
+        return history if isinstance(history, GpuHistory) else _NO_HISTORY
 
     def compose_body(self) -> ComposeResult:
         """The screen's own widgets, between the status line and the footer."""

@@ -8,9 +8,14 @@ from dataclasses import dataclass
 
 from textual.screen import Screen
 
+from screens.baremetal import BaremetalScreen
+from screens.edge import EdgeScreen
 from screens.gpus import GpusScreen
+from screens.hosts import HostsScreen
 from screens.overview import OverviewScreen
+from screens.runtimes import RuntimesScreen
 from screens.sources import SourcesScreen
+from screens.workloads import WorkloadsScreen
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,9 +29,22 @@ class ScreenEntry:
 
 
 SCREENS: tuple[ScreenEntry, ...] = (
-    ScreenEntry("overview", "1", "Overview", "Sources up and down, GPU counts, what is down", OverviewScreen),
-    ScreenEntry("gpus", "2", "GPUs", "Every GPU: utilisation, memory, errors, holder", GpusScreen),
     ScreenEntry(
-        "sources", "3", "Sources", "Every poll target: health, last success, last error", SourcesScreen
+        "overview", "1", "Overview", "Every layer in a line, GPU alerts, what is down", OverviewScreen
+    ),
+    ScreenEntry("hosts", "2", "Hosts", "Every host across Nova, Ironic, Kubernetes, StarlingX", HostsScreen),
+    ScreenEntry("gpus", "3", "GPUs", "Every GPU: utilisation, memory, errors, holder, idle", GpusScreen),
+    ScreenEntry(
+        "workloads", "4", "Workloads", "VMs, bare metal, pods, Kata pods, KubeVirt VMs", WorkloadsScreen
+    ),
+    ScreenEntry(
+        "baremetal", "5", "Bare metal", "Ironic nodes: provision, power, maintenance", BaremetalScreen
+    ),
+    ScreenEntry("edge", "6", "Edge", "StarlingX sites, hosts and alarms", EdgeScreen),
+    ScreenEntry(
+        "runtimes", "7", "Runtimes", "Pods per runtime class, Kata sandboxes per node", RuntimesScreen
+    ),
+    ScreenEntry(
+        "sources", "8", "Sources", "Every poll target: health, last success, last error", SourcesScreen
     ),
 )

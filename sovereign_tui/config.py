@@ -15,9 +15,13 @@ import msgspec
 from sovereign_tui.config_sources import (
     ConfigError,
     DcgmSource,
+    KataSource,
+    KubernetesSource,
+    KubevirtSource,
     NvidiaSmiSource,
     PrometheusSource,
     validate_dcgm,
+    validate_kube,
     validate_nvidia_smi,
 )
 from sovereign_tui.ops.settings import OpsSettings, validate_ops
@@ -78,6 +82,9 @@ class Sources(_Base, frozen=True):
     ironic: OpenStackSource = msgspec.field(default_factory=OpenStackSource)
     starlingx: OpenStackSource = msgspec.field(default_factory=lambda: OpenStackSource(interval_s=30.0))
     """StarlingX sysinv, dcmanager and fm, found through the same cloud's Keystone catalog."""
+    kubernetes: KubernetesSource = msgspec.field(default_factory=KubernetesSource)
+    kubevirt: KubevirtSource = msgspec.field(default_factory=KubevirtSource)
+    kata: KataSource = msgspec.field(default_factory=KataSource)
     nvidia_smi: NvidiaSmiSource = msgspec.field(default_factory=NvidiaSmiSource)
     dcgm: DcgmSource = msgspec.field(default_factory=DcgmSource)
     prometheus: PrometheusSource = msgspec.field(default_factory=PrometheusSource)
@@ -158,6 +165,8 @@ def _check(settings: Settings, origin: Path | str) -> None:
             raise ConfigError(f"{origin}: sources.{name}.interval_s must be positive, got {interval}")
     validate_dcgm(settings.sources.dcgm, origin)
     validate_nvidia_smi(settings.sources.nvidia_smi, origin)
+    src = settings.sources
+    validate_kube(src.kubernetes, src.kubevirt, src.kata, origin)
     problem = validate_ops(settings.ops, origin)
     if problem is not None:
         raise ConfigError(problem)

@@ -166,3 +166,85 @@ def validate_nvidia_smi(source: NvidiaSmiSource, origin: object = "sovereign.tom
         if not 0 < h.port < 65536:
             raise ConfigError(f"{where}.hosts: {h.name}: port {h.port} is not a TCP port")
         seen.add(h.name)
+
+
+# --- Kubernetes, KubeVirt, Kata -------------------------------------------------------------------
+
+
+class KubernetesSource(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    enabled: bool = False
+    """Read nodes, pods, runtime classes and disruption budgets from a Kubernetes API."""
+    kubeconfig: str | None = None
+    """kubeconfig file; None uses the kubernetes client's own default ($KUBECONFIG, then
+    ``~/.kube/config``, then the in-cluster service account). KubeVirt and Kata read the same
+    cluster, so these two settings apply to them even when this source is off."""
+    context: str | None = None
+    """Context in the kubeconfig; None uses its current-context."""
+    interval_s: float = 10.0
+    """Seconds between publications of what the watches hold (the watches themselves stream)."""
+    timeout_s: float = 8.0
+    """Longest a poll waits for a list or a watch to (re)connect; shorter than `interval_s`."""
+    watch: bool = True
+    """List once then watch (cost grows with change); False lists everything every poll."""
+    page_size: int = 500
+    """Objects per page of a list (``limit``/``continue``)."""
+    watch_timeout_s: float = 300.0
+    """A watch asks the server to end it after 1-2 times this (spread), then resumes from where
+    it was, as client-go does."""
+
+
+class KubevirtSource(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    enabled: bool = False
+    """Read KubeVirt's VirtualMachines, their instances and migrations (same cluster as
+    `sources.kubernetes`)."""
+    interval_s: float = 10.0
+    timeout_s: float = 8.0
+
+
+class KataSource(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    enabled: bool = False
+    """Read Kata Containers: runtime classes and Kata pods from the API (same cluster as
+    `sources.kubernetes`) and each Kata node's kata-monitor ``/metrics``."""
+    interval_s: float = 15.0
+    timeout_s: float = 5.0
+    """Longest wait for one kata-monitor's answer; shorter than `interval_s`."""
+    endpoints: dict[str, str] = msgspec.field(default_factory=dict)
+    """kata-monitor URL per node name, e.g. ``{"gpu-01" = "http://10.0.0.11:8090/metrics"}``.
+    When empty, they are discovered: every node labelled `node_label` at
+    ``http://<its InternalIP>:<monitor_port>/metrics``."""
+    monitor_port: int = 8090
+    """kata-monitor's port on each node (its DaemonSet listens on 0.0.0.0:8090)."""
+    node_label: str = "katacontainers.io/kata-runtime=true"
+    """``key=value`` label of the nodes where kata-deploy installed Kata."""
+
+
+def validate_kube(
+    kube: KubernetesSource, kubevirt: KubevirtSource, kata: KataSource, origin: object = "sovereign.toml"
+) -> None:
+    """Configuration checks of the three Kubernetes sources, as `ConfigError` lines."""
+    for name, interval, timeout in (
+        ("kubernetes", kube.interval_s, kube.timeout_s),
+        ("kubevirt", kubevirt.interval_s, kubevirt.timeout_s),
+        ("kata", kata.interval_s, kata.timeout_s),
+    ):
+        if not 0 < timeout < interval:
+            raise ConfigError(
+                f"{origin}: sources.{name}.timeout_s must be positive and shorter than interval_s "
+                f"({timeout:g}s vs {interval:g}s)"
+            )
+    if kube.page_size < 1:
+        raise ConfigError(f"{origin}: sources.kubernetes.page_size must be at least 1")
+    if kube.watch_timeout_s < 10:
+        raise ConfigError(f"{origin}: sources.kubernetes.watch_timeout_s must be at least 10 seconds")
+    if not 0 < kata.monitor_port < 65536:
+        raise ConfigError(f"{origin}: sources.kata.monitor_port {kata.monitor_port} is not a TCP port")
+    key, eq, _ = kata.node_label.partition("=")
+    if not key or not eq:
+        raise ConfigError(f"{origin}: sources.kata.node_label must read key=value, got {kata.node_label!r}")
+    for node, url in kata.endpoints.items():
+        parsed = URL(url)
+        if parsed.scheme not in ("http", "https") or not parsed.host:
+            raise ConfigError(
+                f"{origin}: sources.kata.endpoints: {node}: {url!r} is not an http(s) URL; "
+                "write e.g. http://10.0.0.11:8090/metrics"
+            )

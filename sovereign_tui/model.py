@@ -157,6 +157,8 @@ class KubeFacet(Entity, frozen=True, kw_only=True):
     gpu_allocatable: int = 0
     taints: tuple[str, ...] = ()
     labels: dict[str, str] = msgspec.field(default_factory=dict)
+    internal_ip: str | None = None
+    """The node's InternalIP address (where its node agents, e.g. kata-monitor, listen)."""
 
 
 class StarlingxFacet(Entity, frozen=True, kw_only=True):
@@ -169,14 +171,45 @@ class StarlingxFacet(Entity, frozen=True, kw_only=True):
     site: str | None = None
 
 
-HostFacet = MachineFacet | NovaFacet | IronicFacet | KubeFacet | StarlingxFacet
+class KataSandbox(msgspec.Struct, frozen=True, kw_only=True):
+    """One Kata sandbox (the VM of one Kata pod) as kata-monitor reports it."""
+
+    sandbox_id: str
+    pod_uid: str | None = None
+    """The pod's uid (kata-monitor's ``cri_uid``): the `Workload.id` of its kata-pod."""
+    pod: str | None = None
+    namespace: str | None = None
+    overhead_cpu_pct: float | None = None
+    """The shim's CPU overhead in percent of one CPU (``kata_shim_pod_overhead_cpu``)."""
+    overhead_memory_bytes: int | None = None
+    """The shim's memory overhead (``kata_shim_pod_overhead_memory_in_bytes``)."""
+
+
+class KataFacet(Entity, frozen=True, kw_only=True):
+    """A Kubernetes node's Kata sandboxes: kata-monitor's view, and the API's Kata pods there."""
+
+    node: str
+    running_shims: int | None = None
+    """``kata_monitor_running_shim_count``: Kata sandboxes running on the node."""
+    sandboxes: tuple[KataSandbox, ...] = ()
+    overhead_cpu_pct: float | None = None
+    """Sum of the sandboxes' CPU overhead (percent of one CPU)."""
+    overhead_memory_bytes: int | None = None
+    """Sum of the sandboxes' memory overhead."""
+    pods_by_runtime_class: dict[str, int] = msgspec.field(default_factory=dict)
+    """Kata pods the Kubernetes API places on the node (not finished), per runtime class."""
+    endpoint: str | None = None
+    """The kata-monitor URL scraped."""
+
+
+HostFacet = MachineFacet | NovaFacet | IronicFacet | KubeFacet | StarlingxFacet | KataFacet
 
 
 class FacetOf(msgspec.Struct, frozen=True):
     """A facet tagged with the host it belongs to, as collectors emit it."""
 
     host: str
-    facet: MachineFacet | NovaFacet | IronicFacet | KubeFacet | StarlingxFacet
+    facet: MachineFacet | NovaFacet | IronicFacet | KubeFacet | StarlingxFacet | KataFacet
 
 
 class Host(msgspec.Struct, frozen=True, kw_only=True):
@@ -191,6 +224,7 @@ class Host(msgspec.Struct, frozen=True, kw_only=True):
     ironic: IronicFacet | None = None
     kubernetes: KubeFacet | None = None
     starlingx: StarlingxFacet | None = None
+    kata: KataFacet | None = None
     gpu_count: int = 0
     gpus_busy: int = 0
     workload_count: int = 0
@@ -214,6 +248,35 @@ class Workload(Entity, frozen=True, kw_only=True):
     gpu_kind: str | None = None
     """"passthrough", "vgpu" or None, from the flavor or the pod's resource request."""
     detail: dict[str, str] = msgspec.field(default_factory=dict)
+
+
+class RuntimeClass(Entity, frozen=True, kw_only=True):
+    """A Kubernetes RuntimeClass (``node.k8s.io/v1``)."""
+
+    name: str
+    handler: str
+    kata: bool = False
+    """A Kata (VM-isolated) class: named or handled ``kata*``."""
+    overhead_cpu: str | None = None
+    """``overhead.podFixed.cpu``: what every pod of the class costs on top of its requests."""
+    overhead_memory: str | None = None
+    """``overhead.podFixed.memory``."""
+    node_selector: dict[str, str] = msgspec.field(default_factory=dict)
+
+
+class DisruptionBudget(Entity, frozen=True, kw_only=True):
+    """A PodDisruptionBudget (``policy/v1``) and the disruption controller's status of it."""
+
+    namespace: str
+    name: str
+    min_available: str | None = None
+    max_unavailable: str | None = None
+    selector: dict[str, str] = msgspec.field(default_factory=dict)
+    """``spec.selector.matchLabels`` (expressions are not shown)."""
+    current_healthy: int | None = None
+    desired_healthy: int | None = None
+    disruptions_allowed: int | None = None
+    expected_pods: int | None = None
 
 
 class Site(Entity, frozen=True, kw_only=True):
@@ -256,6 +319,9 @@ class SourceHealth(msgspec.Struct, frozen=True, kw_only=True):
     consecutive_failures: int = 0
     polls: int = 0
     failures: int = 0
+    detail: dict[str, str] = msgspec.field(default_factory=dict)
+    """What the source says of its own state (e.g. a Kubernetes watch: connected, events,
+    relists), from its last successful poll."""
 
 
 class Operation(msgspec.Struct, frozen=True, kw_only=True):
@@ -283,6 +349,8 @@ class Snapshot(msgspec.Struct, frozen=True, kw_only=True):
     alarms: tuple[Alarm, ...] = ()
     sources: tuple[SourceHealth, ...] = ()
     operations: tuple[Operation, ...] = ()
+    runtime_classes: tuple[RuntimeClass, ...] = ()
+    budgets: tuple[DisruptionBudget, ...] = ()
 
 
 class Observation(msgspec.Struct, frozen=True, kw_only=True):
@@ -297,6 +365,10 @@ class Observation(msgspec.Struct, frozen=True, kw_only=True):
     workloads: tuple[Workload, ...] = ()
     sites: tuple[Site, ...] = ()
     alarms: tuple[Alarm, ...] = ()
+    runtime_classes: tuple[RuntimeClass, ...] = ()
+    budgets: tuple[DisruptionBudget, ...] = ()
+    health_detail: dict[str, str] = msgspec.field(default_factory=dict)
+    """The source's own state, published as `SourceHealth.detail`."""
 
 
 EMPTY_SNAPSHOT = Snapshot(generation=0, taken_at=0.0)

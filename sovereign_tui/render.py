@@ -1,5 +1,6 @@
-"""Pure functions from snapshot entities to what the screens show: cells, columns, counts,
-banners, details.
+"""Pure functions from snapshot entities to what the screens show: the formatting every layer
+shares, sources, banners, the status line and help. Each layer has its own module beside this
+one (`render_gpus`, `render_hosts`, `render_workloads`, `render_edge`, `render_overview`).
 
 No UI toolkit here, so the rules for N/A, sizes and ages are tested without a terminal. Values a
 source cannot report are `None` and show as N/A; state is always spelled out in text (a marker,
@@ -11,8 +12,9 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
-from sovereign_tui.model import Gpu, Snapshot, SourceHealth
+from sovereign_tui.model import Snapshot, SourceHealth
 from sovereign_tui.table import Column, RowState, TableSpec
 
 NA = "N/A"
@@ -29,6 +31,8 @@ def one_line(text: str | None) -> str:
     """Free text from a source (an error, a reason) as one line without control characters."""
     if text is None:
         return NA
+    if text.isprintable() and "  " not in text and text == text.strip():
+        return text  # the common case, without a regex or a copy
     return " ".join(_CONTROL.sub(" ", text).split())
 
 
@@ -119,97 +123,38 @@ def fmt_duration(seconds: float | None) -> str:
     return fmt_age(seconds)
 
 
+def fmt_when(epoch: float | None) -> str:
+    """A point in time, in UTC: "2027-01-15 08:00:00Z"."""
+    if epoch is None:
+        return NA
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def parse_time(text: str | None) -> float | None:
+    """Epoch seconds from an ISO 8601 time as the APIs write it (no zone: UTC); None if it is not one."""
+    if not text:
+        return None
+    try:
+        when = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
+
+
+def yes_no(value: bool | None) -> str:
+    return NA if value is None else ("yes" if value else "no")
+
+
+def stale_mark(text: str, stale: bool) -> str:
+    """A cell from a source that stopped answering ends in `~` (last known value)."""
+    return f"{text}~" if stale else text
+
+
 def fmt_interval(seconds: float) -> str:
     s = round(seconds)
     if s < 60:
         return f"{seconds:g}s"
     return f"{s // 60}m" if s % 60 == 0 else fmt_age(s)
-
-
-# --- GPUs -------------------------------------------------------------------------------------
-
-
-def gpu_busy(g: Gpu) -> bool:
-    """Something runs on it: processes, utilisation or a holder (the store's definition)."""
-    return bool(g.processes) or (g.util_gpu_pct or 0) > 0 or g.holder is not None
-
-
-def gpu_erroring(g: Gpu) -> bool:
-    """Uncorrected ECC errors or an XID error seen."""
-    return (g.ecc_uncorrected or 0) > 0 or g.xid_last not in (None, 0)
-
-
-def gpu_state(g: Gpu) -> RowState:
-    if g.stale:
-        return RowState.STALE
-    return RowState.ALERT if gpu_erroring(g) else RowState.NORMAL
-
-
-def gpu_model(name: str | None) -> str:
-    """The model without the vendor every GPU here shares: "H100 80GB HBM3"."""
-    if name is None:
-        return NA
-    text = one_line(name)
-    return text.removeprefix("NVIDIA ") or text
-
-
-def gpu_detail(g: Gpu) -> str:
-    """Everything about one GPU in two lines; fields the source did not report are left out."""
-    head = [f"{g.host} #{g.index} {one_line(g.name) if g.name else NA}", g.uuid]
-    if g.bus_id:
-        head.append(f"bus {g.bus_id}")
-    if g.driver_version:
-        head.append(f"driver {g.driver_version}")
-    head.append(f"from {g.source}" + (" · STALE: last known values" if g.stale else ""))
-    procs = ", ".join(
-        f"{p.pid} {one_line(p.name) if p.name else NA} ({fmt_mib(p.used_memory_mib)})" for p in g.processes
-    )
-    xid = "none" if g.xid_last in (None, 0) else str(g.xid_last)
-    body = [
-        f"held by {one_line(g.holder)}" if g.holder else "held by nobody known",
-        f"ECC uncorrected {fmt_int(g.ecc_uncorrected)}",
-        f"last XID {xid}",
-        f"processes: {procs or 'none'}",
-    ]
-    return " · ".join(head) + "\n" + " · ".join(body)
-
-
-def _mig(g: Gpu) -> str:
-    if g.mig_mode is None:
-        return NONE
-    return {"enabled": "on", "disabled": "off"}.get(g.mig_mode.casefold(), g.mig_mode)
-
-
-def _ecc(g: Gpu) -> str:
-    text = fmt_int(g.ecc_uncorrected)
-    return f"{text} x{g.xid_last}" if g.xid_last not in (None, 0) else text
-
-
-GPU_TABLE: TableSpec[Gpu] = TableSpec(
-    name="GPUs",
-    columns=(
-        Column("host", "Host", lambda g, _: g.host, 32, 8),
-        Column("index", "#", lambda g, _: str(g.index), 2, align="right", sort_key=lambda g: g.index),
-        Column("name", "Name", lambda g, _: gpu_model(g.name), 32, 8),
-        Column("util", "Util", lambda g, _: fmt_pct(g.util_gpu_pct), 4, align="right",
-               sort_key=lambda g: g.util_gpu_pct),
-        Column("memory", "Memory", lambda g, _: fmt_mem_pair(g.memory_used_mib, g.memory_total_mib), 11,
-               align="right", sort_key=lambda g: g.memory_used_mib),
-        Column("temp", "Temp", lambda g, _: fmt_temp(g.temperature_c), 5, align="right",
-               sort_key=lambda g: g.temperature_c),
-        Column("power", "Power", lambda g, _: fmt_power_pair(g.power_w, g.power_limit_w), 8, align="right",
-               sort_key=lambda g: g.power_w),
-        Column("ecc", "ECC", lambda g, _: _ecc(g), 3, align="right",
-               sort_key=lambda g: (g.ecc_uncorrected or 0, g.xid_last or 0)),
-        Column("mig", "MIG", lambda g, _: _mig(g), 3),
-        Column("procs", "Proc", lambda g, _: str(len(g.processes)), 4, align="right",
-               sort_key=lambda g: len(g.processes)),
-        Column("holder", "Holder", lambda g, _: one_line(g.holder) if g.holder else NONE, 48, 6),
-    ),
-    row_key=lambda g: g.key,
-    row_state=gpu_state,
-    detail=lambda g, _: gpu_detail(g),
-)  # fmt: skip
 
 
 # --- sources ----------------------------------------------------------------------------------
@@ -305,52 +250,7 @@ def down_banner(
     return lines
 
 
-# --- overview and status ----------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Overview:
-    sources: int
-    sources_up: int
-    sources_down: int
-    sources_pending: int
-    gpus: int
-    gpus_busy: int
-    gpus_erroring: int
-    gpus_stale: int
-    hosts: int
-    hosts_stale: int
-
-
-def overview(snapshot: Snapshot) -> Overview:
-    states = [h.up for h in snapshot.sources]
-    return Overview(
-        sources=len(states),
-        sources_up=states.count(True),
-        sources_down=states.count(False),
-        sources_pending=states.count(None),
-        gpus=len(snapshot.gpus),
-        gpus_busy=sum(1 for g in snapshot.gpus if gpu_busy(g)),
-        gpus_erroring=sum(1 for g in snapshot.gpus if gpu_erroring(g)),
-        gpus_stale=sum(1 for g in snapshot.gpus if g.stale),
-        hosts=len(snapshot.hosts),
-        hosts_stale=sum(1 for h in snapshot.hosts if h.stale),
-    )
-
-
-def overview_lines(o: Overview) -> list[tuple[str, str]]:
-    """(label, text) pairs for the Overview's summary."""
-    return [
-        (
-            "Sources",
-            f"{o.sources} total · {o.sources_up} up · {o.sources_down} DOWN · {o.sources_pending} pending",
-        ),
-        (
-            "GPUs",
-            f"{o.gpus} total · {o.gpus_busy} busy · {o.gpus_erroring} erroring · {o.gpus_stale} stale",
-        ),
-        ("Hosts", f"{o.hosts} total"),
-    ]
+# --- status ------------------------------------------------------------------------------------
 
 
 def status_text(snapshot: Snapshot, now: float) -> str:

@@ -13,7 +13,7 @@ from collectors.base import Collector
 from sovereign_tui.clock import Clock, SystemClock
 from sovereign_tui.config import OpenStackSource, Settings
 from sovereign_tui.model import Snapshot
-from sovereign_tui.poller import Backoff, Poller
+from sovereign_tui.poller import Backoff, Poller, Target
 from sovereign_tui.store import Enricher, Store
 
 CollectorFactory = Callable[[Settings], list[Collector]]
@@ -32,6 +32,9 @@ def default_collectors(settings: Settings) -> list[Collector]:
     if src.nvml.enabled:
         found.append(NvmlCollector(src.nvml))
     found.extend(openstack_collectors(settings))
+    from collectors.kubernetes import kube_collectors
+
+    found.extend(kube_collectors(src.kubernetes, src.kubevirt, src.kata))
     found.extend(gpu_fleet_collectors(settings))
     return found
 
@@ -105,8 +108,17 @@ class Runtime:
             backoff=Backoff(cap_s=settings.poller.backoff_cap_s),
         )
         self.collectors = list(collectors) if collectors is not None else default_collectors(settings)
-        self.poller.set_targets([t for c in self.collectors for t in c.targets()])
+        self.poller.set_targets(self._targets())
+        for c in self.collectors:
+            # Sources whose targets change at run time (kata-monitors discovered per Kata node)
+            # ask for a reconfiguration, which restarts only what changed.
+            hook = getattr(c, "watch_targets", None)
+            if hook is not None:
+                hook(lambda: self.poller.set_targets(self._targets()))
         self._expiry: asyncio.Task[None] | None = None
+
+    def _targets(self) -> list[Target]:
+        return [t for c in self.collectors for t in c.targets()]
 
     def snapshot(self) -> Snapshot:
         return self.store.snapshot()

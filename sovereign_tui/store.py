@@ -19,15 +19,18 @@ import msgspec
 from sovereign_tui.clock import Clock, SystemClock
 from sovereign_tui.model import (
     Alarm,
+    DisruptionBudget,
     FacetOf,
     Gpu,
     Host,
     IronicFacet,
+    KataFacet,
     KubeFacet,
     MachineFacet,
     NovaFacet,
     Observation,
     Operation,
+    RuntimeClass,
     Site,
     Snapshot,
     SourceHealth,
@@ -51,6 +54,7 @@ _FACET_FIELD: dict[type, str] = {
     IronicFacet: "ironic",
     KubeFacet: "kubernetes",
     StarlingxFacet: "starlingx",
+    KataFacet: "kata",
 }
 
 
@@ -151,6 +155,8 @@ class Store:
         workloads: list[Workload] = []
         sites: list[Site] = []
         alarms: list[Alarm] = []
+        runtime_classes: list[RuntimeClass] = []
+        budgets: list[DisruptionBudget] = []
         for target, piece in self._slices.items():
             obs = piece.observation
             if target in stale:
@@ -160,6 +166,8 @@ class Store:
             workloads.extend(obs.workloads)
             sites.extend(obs.sites)
             alarms.extend(obs.alarms)
+            runtime_classes.extend(obs.runtime_classes)
+            budgets.extend(obs.budgets)
         hosts = _join_hosts(facets, gpus, workloads)
         snap = Snapshot(
             generation=self._version,
@@ -169,12 +177,21 @@ class Store:
             workloads=tuple(workloads),
             sites=tuple(sites),
             alarms=tuple(alarms),
-            sources=tuple(sorted(self._health.values(), key=lambda h: h.target)),
+            sources=tuple(sorted(map(self._with_detail, self._health.values()), key=lambda h: h.target)),
             operations=self._operations,
+            runtime_classes=tuple(runtime_classes),
+            budgets=tuple(budgets),
         )
         for enrich in self._enrichers:
             snap = enrich(snap)
         return snap
+
+    def _with_detail(self, health: SourceHealth) -> SourceHealth:
+        """The health with what the source said of its own state at its last successful poll."""
+        piece = self._slices.get(health.target)
+        if piece is None or not piece.observation.health_detail:
+            return health
+        return msgspec.structs.replace(health, detail=piece.observation.health_detail)
 
 
 _S = TypeVar("_S", bound=msgspec.Struct)
@@ -191,6 +208,9 @@ def _mark_stale(obs: Observation) -> Observation:
         workloads=_stale(obs.workloads),
         sites=_stale(obs.sites),
         alarms=_stale(obs.alarms),
+        runtime_classes=_stale(obs.runtime_classes),
+        budgets=_stale(obs.budgets),
+        health_detail=obs.health_detail,
     )
 
 

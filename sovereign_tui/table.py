@@ -16,7 +16,7 @@ import enum
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import Any, Generic, Literal, TypeVar, cast
 
 R = TypeVar("R")
@@ -70,6 +70,32 @@ def _normal(_: object) -> RowState:
 
 
 @dataclass(frozen=True, slots=True)
+class Grouping(Generic[R]):
+    """A way to gather rows under header lines: "by host", "by model"."""
+
+    id: str
+    label: str
+    key: Callable[[R], str]
+    """The group a row belongs to (also the header's name)."""
+    summary: Callable[[str, Sequence[R]], str]
+    """The header's text from the group's name and its rows (those shown): counts, averages."""
+
+
+@dataclass(eq=False)
+class Group(Generic[R]):
+    """A header line in a grouped view, followed by its rows."""
+
+    grouping: Grouping[R]
+    key: str
+    rows: tuple[R, ...]
+
+    @cached_property
+    def label(self) -> str:
+        """Computed when first drawn: 10,000 groups cost only the ones on screen."""
+        return self.grouping.summary(self.key, self.rows)
+
+
+@dataclass(frozen=True, slots=True)
 class TableSpec(Generic[R]):
     name: str
     """What the rows are, for the title: "GPUs 12 of 40"."""
@@ -82,6 +108,8 @@ class TableSpec(Generic[R]):
     default_reverse: bool = False
     detail: Callable[[R, float], str] | None = None
     """Everything about the cursor's row, for the line under the table (cells may be cut)."""
+    groupings: tuple[Grouping[R], ...] = ()
+    """Ways the rows can be grouped under header lines (none: the table is never grouped)."""
 
     def index_of(self, column_id: str) -> int:
         for i, col in enumerate(self.columns):
@@ -233,16 +261,22 @@ class TableModel(Generic[R]):
         self.spec = spec
         self._rows: Sequence[R] = ()
         self._view: list[R] = []
+        self._lines: list[R | Group[R]] = []
         self._sort: int | None = None if spec.default_sort is None else spec.index_of(spec.default_sort)
         self._reverse = spec.default_reverse
         self._filter = ""
+        self._scope: tuple[str, Callable[[R], bool]] | None = None
+        self._grouping: Grouping[R] | None = None
         self._texts: list[str] | None = None
         """Filter text of each row, aligned with `_rows`; built when a filter is first typed."""
         self._keys: tuple[int, list[SortKey | None]] | None = None
         """Sort values of each row for one column, aligned with `_rows`."""
+        self._groups: tuple[str, list[str]] | None = None
+        """Group of each row for one grouping, aligned with `_rows`."""
         self._stale = 0
         self._states: list[RowState] = []
         self.cursor = 0
+        """Index in `lines` (header lines included)."""
 
     # --- what is shown --------------------------------------------------------------------------
 
@@ -252,8 +286,13 @@ class TableModel(Generic[R]):
 
     @property
     def view(self) -> Sequence[R]:
-        """The rows shown, filtered and sorted."""
+        """The rows shown, scoped, filtered and sorted (group headers left out)."""
         return self._view
+
+    @property
+    def lines(self) -> Sequence[R | Group[R]]:
+        """What the table draws, one per line: `view`, with a header before each group if grouped."""
+        return self._lines
 
     @property
     def total(self) -> int:
@@ -276,13 +315,30 @@ class TableModel(Generic[R]):
         return self._filter
 
     @property
+    def scope(self) -> str | None:
+        return None if self._scope is None else self._scope[0]
+
+    @property
+    def grouping(self) -> Grouping[R] | None:
+        return self._grouping
+
+    @property
+    def cursor_line(self) -> R | Group[R] | None:
+        lines = self._lines
+        return lines[self.cursor] if 0 <= self.cursor < len(lines) else None
+
+    @property
     def cursor_row(self) -> R | None:
-        return self._view[self.cursor] if 0 <= self.cursor < len(self._view) else None
+        """The row under the cursor; None on a group's header or in an empty table."""
+        line = self.cursor_line
+        return None if isinstance(line, Group) else line
 
     @property
     def cursor_key(self) -> str | None:
-        row = self.cursor_row
-        return None if row is None else self.spec.row_key(row)
+        line = self.cursor_line
+        if line is None:
+            return None
+        return f"group:{line.key}" if isinstance(line, Group) else self.spec.row_key(line)
 
     def title(self) -> str:
         """ "GPUs 12 of 40", with the stale count when there are any."""
@@ -291,6 +347,10 @@ class TableModel(Generic[R]):
 
     def subtitle(self) -> str:
         parts = []
+        if self._scope is not None:
+            parts.append(self._scope[0])
+        if self._grouping is not None:
+            parts.append(f"by {self._grouping.label}")
         if self._sort is not None:
             parts.append(f"sort: {self.spec.columns[self._sort].label} {'▼' if self._reverse else '▲'}")
         if self._filter:
@@ -304,12 +364,14 @@ class TableModel(Generic[R]):
         old = self._rows
         if rows is old:
             return False
-        keep = self.cursor_row
+        keep = self.cursor_line
         if self._texts is not None:
             self._texts = carry_over(old, self._texts, rows, self._text)
         if self._keys is not None:
             column, keys = self._keys
             self._keys = (column, carry_over(old, keys, rows, self.spec.columns[column].sort_value))
+        if self._groups is not None and self._grouping is not None:
+            self._groups = (self._groups[0], carry_over(old, self._groups[1], rows, self._grouping.key))
         self._states = carry_over(old, self._states, rows, self.spec.row_state)
         self._stale = self._states.count(RowState.STALE)
         self._rows = rows
@@ -320,13 +382,35 @@ class TableModel(Generic[R]):
         if text == self._filter:
             return
         self._filter = text
-        self._rebuild(self.cursor_row)
+        self._rebuild(self.cursor_line)
+
+    def set_scope(self, label: str | None, predicate: Callable[[R], bool] | None = None) -> None:
+        """Show only the rows `predicate` keeps (before the filter); `label` says which in the
+        subtitle ("kind: pod"). None shows every row again."""
+        self._scope = None if label is None or predicate is None else (label, predicate)
+        self._rebuild(self.cursor_line)
+
+    def group_by(self, grouping_id: str | None) -> None:
+        """Gather the rows under a header per group (None: no groups)."""
+        found = None
+        if grouping_id is not None:
+            found = next((g for g in self.spec.groupings if g.id == grouping_id), None)
+            if found is None:
+                raise KeyError(f"{self.spec.name} has no grouping {grouping_id!r}")
+        self._grouping = found
+        self._rebuild(self.cursor_line)
+
+    def next_grouping(self) -> None:
+        """No groups, then each of the spec's groupings in turn, then no groups again."""
+        options = [None, *(g.id for g in self.spec.groupings)]
+        now = None if self._grouping is None else self._grouping.id
+        self.group_by(options[(options.index(now) + 1) % len(options)])
 
     def sort_by(self, column: int | None, reverse: bool | None = None) -> None:
         self._sort = column
         if reverse is not None:
             self._reverse = reverse
-        self._rebuild(self.cursor_row)
+        self._rebuild(self.cursor_line)
 
     def sort_next(self) -> None:
         """Sort by the next column (from none to the first), ascending."""
@@ -340,7 +424,7 @@ class TableModel(Generic[R]):
         self.cursor_to(self.cursor + delta)
 
     def cursor_to(self, index: int) -> None:
-        self.cursor = max(0, min(index, len(self._view) - 1))
+        self.cursor = max(0, min(index, len(self._lines) - 1))
 
     # --- work -----------------------------------------------------------------------------------
 
@@ -349,11 +433,17 @@ class TableModel(Generic[R]):
 
     def _indices(self) -> Sequence[int]:
         rows = self._rows
-        if not self._filter.strip():
-            return range(len(rows))
-        if self._texts is None:
-            self._texts = [self._text(r) for r in rows]
-        return matching(self._texts, self._filter)
+        indices: Sequence[int] = range(len(rows))
+        if self._scope is not None:
+            keep = self._scope[1]
+            indices = [i for i in indices if keep(rows[i])]
+        needle = self._filter.strip().casefold()
+        if needle:
+            if self._texts is None:
+                self._texts = [self._text(r) for r in rows]
+            texts = self._texts
+            indices = [i for i in indices if needle in texts[i]]
+        return indices
 
     def _sort_keys(self, column: int) -> list[SortKey | None]:
         if self._keys is None or self._keys[0] != column:
@@ -361,27 +451,52 @@ class TableModel(Generic[R]):
             self._keys = (column, [sort_value(r) for r in self._rows])
         return self._keys[1]
 
-    def _rebuild(self, keep: R | None) -> None:
+    def _group_keys(self, grouping: Grouping[R]) -> list[str]:
+        if self._groups is None or self._groups[0] != grouping.id:
+            self._groups = (grouping.id, [grouping.key(r) for r in self._rows])
+        return self._groups[1]
+
+    def _rebuild(self, keep: R | Group[R] | None) -> None:
         rows = self._rows
         indices = self._indices()
         if self._sort is not None:
             indices = order_by(self._sort_keys(self._sort), indices, self._reverse)
         self._view = list(rows) if isinstance(indices, range) else [rows[i] for i in indices]
+        grouping = self._grouping
+        if grouping is None:
+            self._lines = self._view  # type: ignore[assignment]  # a list of rows is a list of lines
+        else:
+            group_of = self._group_keys(grouping)
+            buckets: dict[str, list[int]] = {}
+            for i in indices:
+                buckets.setdefault(group_of[i], []).append(i)
+            lines: list[R | Group[R]] = []
+            view: list[R] = []
+            for name in sorted(buckets, key=natural_key):
+                members = tuple(rows[i] for i in buckets[name])
+                lines.append(Group(grouping, name, members))
+                lines.extend(members)
+                view.extend(members)
+            self._lines, self._view = lines, view
         if keep is not None:
             self._restore(keep)
         self.cursor_to(self.cursor)
 
-    def _restore(self, keep: R) -> None:
-        """Put the cursor back on `keep`: the same object if it is still there, else the row with
-        its key (the row was updated)."""
-        view = self._view
-        for i, row in enumerate(view):
-            if row is keep:
-                self.cursor = i
-                return
+    def _restore(self, keep: R | Group[R]) -> None:
+        """Put the cursor back on `keep`: the same object if it is still there, else the line with
+        its key (the row was updated, the group rebuilt)."""
+        lines = self._lines
+        if not isinstance(keep, Group):
+            for i, line in enumerate(lines):
+                if line is keep:
+                    self.cursor = i
+                    return
         key_of = self.spec.row_key
-        key = key_of(keep)
-        for i, row in enumerate(view):
-            if key_of(row) == key:
-                self.cursor = i
-                return
+        if isinstance(keep, Group):
+            found = (i for i, ln in enumerate(lines) if isinstance(ln, Group) and ln.key == keep.key)
+        else:
+            key = key_of(keep)
+            found = (i for i, ln in enumerate(lines) if not isinstance(ln, Group) and key_of(ln) == key)
+        index = next(found, None)
+        if index is not None:
+            self.cursor = index

@@ -14,7 +14,6 @@ from tui_data import HOSTS, fail, fill, gpus_for, target_of
 from sovereign_tui.clock import FakeClock
 from sovereign_tui.model import Gpu, Snapshot, SourceHealth
 from sovereign_tui.render import (
-    GPU_TABLE,
     NA,
     SOURCE_TABLE,
     down_banner,
@@ -27,16 +26,13 @@ from sovereign_tui.render import (
     fmt_pct,
     fmt_power_pair,
     fmt_temp,
-    gpu_busy,
-    gpu_detail,
-    gpu_erroring,
-    gpu_model,
     one_line,
-    overview,
     source_detail,
     source_state,
     status_text,
 )
+from sovereign_tui.render_gpus import GPU_TABLE, gpu_busy, gpu_detail, gpu_erroring, gpu_model
+from sovereign_tui.render_overview import overview
 from sovereign_tui.store import Store
 from sovereign_tui.table import (
     Column,
@@ -55,7 +51,7 @@ from sovereign_tui.table import (
 
 
 def all_gpus(tick: int = 0) -> tuple[Gpu, ...]:
-    return tuple(g for spec in HOSTS for g in gpus_for(spec, 0.0, tick))
+    return tuple(g for spec in HOSTS for g in gpus_for(spec, 0.0, tick, anomalies=True))
 
 
 # --- formatting -------------------------------------------------------------------------------
@@ -68,6 +64,8 @@ def test_unknown_values_show_as_na() -> None:
         assert cells[column] == NA, column
     assert cells["mig"] == "-"
     assert cells["holder"] == "-"
+    assert cells["xid"] == "-"
+    assert cells["idle"] == ""
     for fmt in (fmt_pct, fmt_temp, fmt_mib, fmt_bytes, fmt_age, fmt_duration):
         assert fmt(None) == NA
 
@@ -122,13 +120,17 @@ def test_gpu_predicates_follow_the_data() -> None:
     gpus = all_gpus()
     for g in gpus:
         assert gpu_busy(g) == bool(g.processes or g.util_gpu_pct or g.holder)
-        assert gpu_erroring(g) == bool(g.ecc_uncorrected)
-        assert GPU_TABLE.row_state(g) is (RowState.ALERT if g.ecc_uncorrected else RowState.NORMAL)
+        assert gpu_erroring(g) == bool(g.ecc_uncorrected or g.xid_last)
+        assert GPU_TABLE.row_state(g) is (RowState.ALERT if gpu_erroring(g) else RowState.NORMAL)
+    assert any(g.xid_last for g in gpus) and any(g.ecc_uncorrected for g in gpus)
     stale = msgspec.structs.replace(gpus[0], stale=True, ecc_uncorrected=3)
     assert GPU_TABLE.row_state(stale) is RowState.STALE
-    xid = msgspec.structs.replace(gpus[0], xid_last=79)
-    assert gpu_erroring(xid)
-    assert "x79" in next(c for c in GPU_TABLE.columns if c.id == "ecc").cell(xid, 0.0)
+    clean = msgspec.structs.replace(gpus[0], xid_last=None, ecc_uncorrected=0)
+    assert not gpu_erroring(clean)
+    assert gpu_erroring(msgspec.structs.replace(clean, xid_last=79))
+    assert gpu_erroring(msgspec.structs.replace(clean, remapped_rows_uncorrectable=2))
+    xid = next(c for c in GPU_TABLE.columns if c.id == "xid")
+    assert xid.cell(msgspec.structs.replace(clean, xid_last=79), 0.0) == "79"
 
 
 def test_gpu_detail_names_what_the_cells_cut() -> None:
@@ -161,7 +163,7 @@ def test_source_state_and_detail() -> None:
 async def test_overview_counts_match_the_data() -> None:
     clock = FakeClock()
     store = Store(clock)
-    fill(store, clock)
+    fill(store, clock, anomalies=True)
     fail(store, clock, HOSTS[0].name, "refused")
     snap = store.snapshot()
     o = overview(snap)
@@ -256,12 +258,13 @@ def test_fit_widths() -> None:
     roomy = sum(preferred) + len(cols) + 10
     assert fit_widths(cols, preferred, roomy) == preferred
     narrow = fit_widths(cols, preferred, 76, gap=1, fixed=3)
-    assert 3 + sum(narrow) + len(narrow) - 1 <= 76
+    shown = [w for w in narrow if w]
+    assert 3 + sum(shown) + len(shown) - 1 <= 76
     for c, w in zip(cols, narrow, strict=True):
-        assert w >= (c.min_width or c.width)
+        assert w >= (c.min_width or c.width) or (w == 0 and c.optional)
     # when even the floors do not fit, nothing goes below its floor (the table scrolls sideways)
     tiny = fit_widths(cols, preferred, 20)
-    assert tiny == [c.min_width or c.width for c in cols]
+    assert tiny == [0 if c.optional else c.min_width or c.width for c in cols]
 
 
 def test_fit_widths_hides_optional_columns_first() -> None:

@@ -1,15 +1,15 @@
 """A table for snapshot rows of any kind, on Textual's Line API.
 
-Only the visible lines are drawn, so 100,000 rows cost what 50 do; sorting and filtering run on
-the data (`TableModel`), and a new snapshot replaces the rows without rebuilding anything that
-depends on the rows' count or the terminal's width unless those changed. The cursor follows its
-row by key across snapshots. Stale rows are dim and marked `~`, alerting rows bold and marked
-`!`, the cursor row marked `>`: readable without colour.
+Only the visible lines are drawn, so 100,000 rows cost what 50 do; sorting, filtering and
+grouping run on the data (`TableModel`), and a new snapshot replaces the rows without rebuilding
+anything that depends on the rows' count or the terminal's width unless those changed. The cursor
+follows its row by key across snapshots. Stale rows are dim and marked `~`, alerting rows bold and
+marked `!`, the cursor row marked `>`, group headers start with `──`: readable without colour.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, Generic, TypeVar
 
 from rich.cells import cell_len, set_cell_size
@@ -26,6 +26,7 @@ from textual.strip import Strip
 
 from sovereign_tui.table import (
     Column,
+    Group,
     RowState,
     TableModel,
     TableSpec,
@@ -57,8 +58,20 @@ class SnapshotTable(ScrollView, Generic[R], can_focus=True):
 
     BINDING_GROUP_TITLE = "Table"
     BINDINGS: ClassVar[list[BindingType]] = [
+        Binding(
+            "enter", "open_row", "Open", id="open-row", tooltip="Everything about the row under the cursor"
+        ),
         Binding("s", "sort_next", "Sort", id="sort-next", tooltip="Sort by the next column"),
-        Binding("r", "sort_reverse", "Reverse", id="sort-reverse", tooltip="Reverse the sort order"),
+        Binding(
+            "r", "sort_reverse", "Reverse", show=False, id="sort-reverse", tooltip="Reverse the sort order"
+        ),
+        Binding(
+            "b",
+            "next_grouping",
+            "Group",
+            id="group-by",
+            tooltip="Group the rows (each way in turn, then none)",
+        ),
         Binding("up,k", "cursor_up", "Row up", show=False, id="cursor-up"),
         Binding("down,j", "cursor_down", "Row down", show=False, id="cursor-down"),
         Binding("pageup", "page_up", "Page up", show=False, id="page-up"),
@@ -73,6 +86,7 @@ class SnapshotTable(ScrollView, Generic[R], can_focus=True):
         "snapshot-table--cursor",
         "snapshot-table--stale",
         "snapshot-table--alert",
+        "snapshot-table--group",
     }
     DEFAULT_CSS = """
     SnapshotTable {
@@ -92,6 +106,7 @@ class SnapshotTable(ScrollView, Generic[R], can_focus=True):
         }
         & > .snapshot-table--stale { text-style: dim; }
         & > .snapshot-table--alert { color: $text-error; text-style: bold; }
+        & > .snapshot-table--group { text-style: bold; background: $boost; }
     }
     App:nocolor SnapshotTable > .snapshot-table--cursor { text-style: bold reverse; }
     """
@@ -107,10 +122,19 @@ class SnapshotTable(ScrollView, Generic[R], can_focus=True):
             self.table = table
             self.key = key
 
+    class RowOpened(Message):
+        """Enter on a row of a table that opens rows: the screen shows everything about it."""
+
+        def __init__(self, table: SnapshotTable[Any], row: Any) -> None:
+            super().__init__()
+            self.table = table
+            self.row = row
+
     def __init__(
         self,
         spec: TableSpec[R],
         *,
+        openable: bool = False,
         name: str | None = None,
         id: str | None = None,
         classes: str | None = None,
@@ -118,8 +142,13 @@ class SnapshotTable(ScrollView, Generic[R], can_focus=True):
         self._styles: dict[str, Style] = {}
         super().__init__(name=name, id=id, classes=classes)
         self.model: TableModel[R] = TableModel(spec)
+        self.openable = openable
+        """Whether Enter opens a row (the screen handles `RowOpened`)."""
+        self.note = ""
+        """Appended to the title: what the count alone does not say ("2 critical")."""
         self._preferred = natural_widths(spec, ())
         self._widths: tuple[int, list[int], list[int]] = (-1, [], [])
+        self._set_titles()
 
     @property
     def spec(self) -> TableSpec[R]:
@@ -140,12 +169,41 @@ class SnapshotTable(ScrollView, Generic[R], can_focus=True):
         self.model.sort_by(None if column_id is None else self.spec.index_of(column_id), reverse)
         self._view_changed()
 
+    def set_scope(self, label: str | None, predicate: Callable[[R], bool] | None = None) -> None:
+        self.model.set_scope(label, predicate)
+        self._view_changed()
+
+    def group_by(self, grouping_id: str | None) -> None:
+        self.model.group_by(grouping_id)
+        self._view_changed()
+
+    def set_note(self, note: str) -> None:
+        if note != self.note:
+            self.note = note
+            self._set_titles()
+
     def watch_now(self) -> None:
         if self.spec.uses_now:
             self.refresh()
             self.post_message(self.CursorMoved(self, self.model.cursor_key))
 
     # --- actions ----------------------------------------------------------------------------
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "open_row":
+            return self.openable
+        if action == "next_grouping":
+            return bool(self.spec.groupings)
+        return True
+
+    def action_open_row(self) -> None:
+        row = self.model.cursor_row
+        if row is not None:
+            self.post_message(self.RowOpened(self, row))
+
+    def action_next_grouping(self) -> None:
+        self.model.next_grouping()
+        self._view_changed()
 
     def action_sort_next(self) -> None:
         self.model.sort_next()
@@ -171,7 +229,7 @@ class SnapshotTable(ScrollView, Generic[R], can_focus=True):
         self._move(0)
 
     def action_last_row(self) -> None:
-        self._move(len(self.model.view) - 1)
+        self._move(len(self.model.lines) - 1)
 
     def on_click(self, event: events.Click) -> None:
         offset = event.get_content_offset(self)
@@ -212,10 +270,15 @@ class SnapshotTable(ScrollView, Generic[R], can_focus=True):
         elif cursor >= top + body:
             self.scroll_to(y=cursor - body + 1, animate=False, immediate=True)
 
+    def _set_titles(self) -> None:
+        model = self.model
+        title = model.title()
+        self.border_title = Content(f"{title} · {self.note}" if self.note else title)
+        self.border_subtitle = Content(model.subtitle()) if model.subtitle() else None
+
     def _view_changed(self) -> None:
         model = self.model
-        self.border_title = Content(model.title())
-        self.border_subtitle = Content(model.subtitle()) if model.subtitle() else None
+        self._set_titles()
         self._update_virtual_size()
         self._scroll_to_cursor()
         self.refresh()
@@ -231,7 +294,7 @@ class SnapshotTable(ScrollView, Generic[R], can_focus=True):
     def _update_virtual_size(self) -> None:
         widths = [w for w in self._column_widths() if w]
         width = _MARKS + sum(widths) + _GAP * len(widths)
-        size = Size(width, len(self.model.view) + 1)
+        size = Size(width, len(self.model.lines) + 1)
         if size != self.virtual_size:
             self.virtual_size = size
 
@@ -267,11 +330,8 @@ class SnapshotTable(ScrollView, Generic[R], can_focus=True):
                 continue
             if i == sort:
                 arrow = "▼" if reverse else "▲"
-                label = (
-                    arrow + fit(col.label, w - 1, "right")
-                    if col.align == "right"
-                    else fit(col.label, w - 1) + arrow
-                )
+                text = arrow + col.label if col.align == "right" else col.label + arrow
+                label = fit(text, w, col.align)  # the arrow beside its label, whatever the width
             else:
                 label = fit(col.label, w, col.align)
             parts.append(label)
@@ -297,11 +357,19 @@ class SnapshotTable(ScrollView, Generic[R], can_focus=True):
             style = base + self._style("header")
         else:
             index = scroll_y + y - 1
-            view = self.model.view
-            if index >= len(view):
+            lines = self.model.lines
+            if index >= len(lines):
                 return Strip.blank(width, base)
             cursor = index == self.model.cursor
-            text, state = self._row_text(view[index], widths, cursor)
+            line = lines[index]
+            if isinstance(line, Group):
+                text = f"{'>' if cursor else ' '} ── {line.label}"
+                style = base + self._style("group")
+                if cursor:
+                    style += self._style("cursor")
+                strip = Strip([Segment(text, style)], cell_len(text))
+                return strip.crop_extend(0, width, style)  # headers do not scroll sideways
+            text, state = self._row_text(line, widths, cursor)
             style = base
             if state is RowState.STALE:
                 style += self._style("stale")

@@ -2,7 +2,8 @@
 
 `/` opens the filter box, typing filters, Enter goes back to the table keeping the filter, Escape
 clears it. Under the table, everything about the cursor's row (cells may be cut on a small
-terminal; the detail line wraps)."""
+terminal; the detail wraps, in three lines that stay put as the cursor moves), or the whole
+header of the cursor's group; on a screen with several tables only the focused one shows it."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from textual.content import Content
 from textual.widgets import Input, Static
 
 from screens.widgets.snapshot_table import SnapshotTable
+from sovereign_tui.table import Group
 
 
 class TablePane(Vertical):
@@ -30,7 +32,7 @@ class TablePane(Vertical):
         height: 1fr;
         & > Input { display: none; border: none; height: 1; padding: 0 1; }
         &.-filtering > Input { display: block; }
-        & > .detail { height: auto; max-height: 3; padding: 0 1; color: $text-muted; }
+        & > .detail { height: 3; padding: 0 1; color: $text-muted; }
     }
     """
 
@@ -42,14 +44,32 @@ class TablePane(Vertical):
         yield Input(placeholder="filter: text in any column · Enter keeps · Esc clears", id="filter")
         yield self.table
         if self.table.spec.detail is not None:
-            yield Static(classes="detail")
+            box = Static(classes="detail")
+            box.display = False  # shown while the table has the focus
+            yield box
 
     def on_snapshot_table_cursor_moved(self, event: SnapshotTable.CursorMoved) -> None:
         detail = self.table.spec.detail
         if event.table is not self.table or detail is None:
             return
-        row = self.table.model.cursor_row
-        self.query_one(".detail", Static).update(Content("" if row is None else detail(row, self.table.now)))
+        line = self.table.model.cursor_line
+        if line is None:
+            text = ""
+        elif isinstance(line, Group):
+            text = line.label
+        else:
+            text = detail(line, self.table.now)
+        self.query_one(".detail", Static).update(Content(text))
+
+    def on_descendant_focus(self) -> None:
+        self._show_detail(True)
+
+    def on_descendant_blur(self) -> None:
+        self._show_detail(self.has_focus_within)
+
+    def _show_detail(self, shown: bool) -> None:
+        for box in self.query_children(".detail").results(Static):
+            box.display = shown
 
     @property
     def filter_input(self) -> Input:

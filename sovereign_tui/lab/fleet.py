@@ -159,29 +159,17 @@ class FleetLab:
         known = {f.name for f in msgspec.structs.fields(type(Settings().sources))}
         if self.kube is not None:
             self.kube.write_kubeconfig(files.kubeconfig)
+            kubeconfig = _toml_str(str(files.kubeconfig.resolve()))
             if "kubernetes" in known:
-                extra += [
-                    "[sources.kubernetes]",
-                    "enabled = true",
-                    f"kubeconfig = {_toml_str(str(files.kubeconfig.resolve()))}",
-                    "",
-                ]
+                extra += ["[sources.kubernetes]", "enabled = true", f"kubeconfig = {kubeconfig}", ""]
             if "kubevirt" in known:
-                extra += [
-                    "[sources.kubevirt]",
-                    "enabled = true",
-                    f"kubeconfig = {_toml_str(str(files.kubeconfig.resolve()))}",
-                    "",
-                ]
+                extra += ["[sources.kubevirt]", "enabled = true", ""]
             if "kata" in known and self.kata is not None:
-                endpoints = ", ".join(_toml_str(self.kata.url(n) + "/metrics") for n in self.kata.nodes)
-                extra += [
-                    "[sources.kata]",
-                    "enabled = true",
-                    f"kubeconfig = {_toml_str(str(files.kubeconfig.resolve()))}",
-                    f"monitors = [{endpoints}]",
-                    "",
-                ]
+                # The lab's monitors share one loopback address: list them instead of discovery.
+                monitors = ", ".join(
+                    f"{_toml_str(n)} = {_toml_str(self.kata.url(n) + '/metrics')}" for n in self.kata.nodes
+                )
+                extra += ["[sources.kata]", "enabled = true", f"endpoints = {{ {monitors} }}", ""]
         if self.dcgm is not None and "dcgm" in known:
             endpoints = ", ".join(
                 f"{{ url = {_toml_str(self.dcgm.url(n))}, host = {_toml_str(n)} }}" for n in self.dcgm.names
