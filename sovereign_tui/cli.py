@@ -46,13 +46,20 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
     )
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    parser.add_argument("--attach", metavar="SOCKET", help="watch a running daemon's feed instead of polling")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
-    sub.add_parser(
+    tui = sub.add_parser(
         "tui",
         parents=[common],
         help="the console against the configured sources (the default)",
         description="Open the console against the sources in the settings file.",
+    )
+    tui.add_argument(
+        "--attach",
+        metavar="SOCKET",
+        default=argparse.SUPPRESS,
+        help="watch a running daemon's feed (its socket)",
     )
     demo = sub.add_parser(
         "demo",
@@ -71,7 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Poll every source once and print one snapshot on stdout (diagnostics go "
         "to stderr). With --watch, keep polling and print one line per new snapshot.",
     )
-    export.add_argument("--format", choices=("json", "ndjson"), default="json", help="output format")
+    export.add_argument(
+        "--format", choices=("json", "ndjson", "prometheus"), default="json", help="output format"
+    )
+    export.add_argument("--attach", metavar="SOCKET", help="read the snapshot from a running daemon's feed")
     export.add_argument("--watch", action="store_true", help="stream a line per new snapshot (ndjson)")
     export.add_argument(
         "--timeout",
@@ -90,7 +100,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     lab.add_argument("--hosts", type=_positive_int, default=24, help="lab size in hosts (default 24)")
     lab.add_argument("--seed", type=int, default=1, help="scenario seed (default 1)")
+    lab.add_argument(
+        "--servers", type=_positive_int, help="Nova servers to create (default: about 4 per hypervisor)"
+    )
+    lab.add_argument(
+        "--layers",
+        type=_layers,
+        default="openstack,kubernetes,gpus,starlingx",
+        help="parts of the lab to run, comma-separated (default: all of "
+        "openstack,kubernetes,gpus,starlingx; openstack is always on)",
+    )
     lab.add_argument("--write-config", metavar="DIR", type=Path, help="directory to write config into")
+
+    from sovereign_tui.daemon.cli_args import add_keys_parser, add_serve_parser
+
+    add_serve_parser(sub, common)
+    add_keys_parser(sub, common)
+    from sovereign_tui.ops_cli import add_parsers as add_ops_parsers
+
+    add_ops_parsers(sub, common)
     return parser
 
 
@@ -102,6 +130,16 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"{value} must be at least 1")
     return value
+
+
+def _layers(text: str) -> tuple[str, ...]:
+    from sovereign_tui.lab.fleet import LAYERS
+
+    chosen = tuple(dict.fromkeys(["openstack", *(p.strip() for p in text.split(",") if p.strip())]))
+    unknown = [p for p in chosen if p not in LAYERS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown layer {unknown[0]!r}; choose from {', '.join(LAYERS)}")
+    return chosen
 
 
 def _positive_float(text: str) -> float:
@@ -170,11 +208,28 @@ def _main(argv: list[str]) -> int:
 
         return run_demo(hosts=args.hosts, seed=args.seed)
     settings, _ = load_settings(getattr(args, "config", None))
+    from sovereign_tui.ops_cli import COMMANDS as OPS_COMMANDS
+
+    if command in OPS_COMMANDS:
+        from sovereign_tui.ops_cli import run as run_ops
+
+        _log_to_file()
+        return run_ops(args, settings)
+    if command in ("serve", "keys"):
+        from sovereign_tui.daemon.cli_args import run_keys_command, run_serve_command
+
+        return run_serve_command(settings, args) if command == "serve" else run_keys_command(settings, args)
     if command == "export":
         from sovereign_tui.commands import run_export
 
-        return run_export(settings, fmt=args.format, watch=args.watch, timeout_s=args.timeout)
+        if args.watch and args.format == "prometheus":
+            raise UsageError(
+                f"{PROG} export: --watch streams ndjson; --format prometheus prints one snapshot"
+            )
+        return run_export(
+            settings, fmt=args.format, watch=args.watch, timeout_s=args.timeout, attach=args.attach
+        )
     _log_to_file()
     from sovereign_tui.commands import run_tui
 
-    return run_tui(settings)
+    return run_tui(settings, attach=args.attach)

@@ -26,6 +26,7 @@ def run_export(
     fmt: str,
     watch: bool,
     timeout_s: float | None,
+    attach: str | None = None,
     out: TextIO | None = None,
     err: TextIO | None = None,
 ) -> int:
@@ -34,13 +35,17 @@ def run_export(
     stdout = out or sys.stdout
     stderr = err or sys.stderr
     timeout = timeout_s or settings.export.first_poll_timeout_s
+    if attach is not None:
+        from sovereign_tui.daemon.attach import run_export_attached
+
+        return run_export_attached(attach, fmt=fmt, watch=watch, timeout_s=timeout, out=stdout, err=stderr)
 
     async def main() -> int:
         runtime = Runtime(settings)
         try:
             snapshot = await runtime.first_poll(timeout)
             _report_unhealthy(snapshot, stderr)
-            _write(stdout, snapshot)
+            _write(stdout, snapshot, fmt)
             if not watch:
                 return 0
             await runtime.start()
@@ -48,7 +53,7 @@ def run_export(
             while True:
                 snapshot = await runtime.wait_newer(generation)
                 generation = snapshot.generation
-                _write(stdout, snapshot)
+                _write(stdout, snapshot, fmt)
         finally:
             await runtime.close()
 
@@ -58,15 +63,26 @@ def run_export(
         return 0
 
 
-def _write(stdout: TextIO, snapshot: Snapshot) -> None:
-    # json and ndjson differ only in intent: both are one compact document per line.
-    stdout.write(to_json(snapshot).decode() + "\n")
+def _write(stdout: TextIO, snapshot: Snapshot, fmt: str = "json") -> None:
+    if fmt == "prometheus":
+        from sovereign_tui.export_prometheus import to_text
+
+        stdout.write(to_text(snapshot))
+    else:
+        # json and ndjson differ only in intent: both are one compact document per line.
+        stdout.write(to_json(snapshot).decode() + "\n")
     stdout.flush()
 
 
-def run_tui(settings: Settings) -> int:
+def run_tui(settings: Settings, attach: str | None = None) -> int:
     from sovereign_tui.app import SovereignApp
 
+    if attach is not None:
+        from sovereign_tui.daemon.feed_client import FeedClient
+
+        attached = SovereignApp(FeedClient(attach))
+        attached.run()
+        return attached.return_code or 0
     runtime = Runtime(settings)
     app = SovereignApp(runtime.store, runtime=runtime)
     app.run()
@@ -88,7 +104,7 @@ def run_lab_command(args: argparse.Namespace) -> int:
     from sovereign_tui.lab.server import run_lab
 
     async def main() -> int:
-        await run_lab(args.hosts, args.seed, args.write_config)
+        await run_lab(args.hosts, args.seed, args.write_config, servers=args.servers, layers=args.layers)
         return 0
 
     return run_async(main)

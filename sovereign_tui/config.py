@@ -24,6 +24,8 @@ from sovereign_tui.config_sources import (
     validate_kube,
     validate_nvidia_smi,
 )
+from sovereign_tui.daemon.settings import ServeSettings
+from sovereign_tui.daemon.settings import validate as validate_serve
 from sovereign_tui.ops.settings import OpsSettings, validate_ops
 
 __all__ = ["ConfigError", "Settings", "load_settings", "parse_settings"]
@@ -99,6 +101,8 @@ class Settings(_Base, frozen=True):
     poller: PollerSettings = msgspec.field(default_factory=PollerSettings)
     sources: Sources = msgspec.field(default_factory=Sources)
     export: ExportSettings = msgspec.field(default_factory=ExportSettings)
+    serve: ServeSettings = msgspec.field(default_factory=ServeSettings)
+    """The appliance daemon: feed socket, SSH console, metrics; see `sovereign_tui.daemon.settings`."""
     ops: OpsSettings = msgspec.field(default_factory=OpsSettings)
     """Operations (drain, migrate, provision): roles, targets, limits; see `sovereign_tui.ops.settings`."""
 
@@ -167,6 +171,10 @@ def _check(settings: Settings, origin: Path | str) -> None:
     validate_nvidia_smi(settings.sources.nvidia_smi, origin)
     src = settings.sources
     validate_kube(src.kubernetes, src.kubevirt, src.kata, origin)
+    try:
+        validate_serve(settings.serve, f"{origin}: serve")
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     problem = validate_ops(settings.ops, origin)
     if problem is not None:
         raise ConfigError(problem)

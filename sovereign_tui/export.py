@@ -32,8 +32,7 @@ def generate_schema() -> dict[str, Any]:
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "sovereign-tui export"
     schema["description"] = (
-        f"One snapshot of sovereign-tui (schema_version {SCHEMA_VERSION}); "
-        "see the README's export section."
+        f"One snapshot of sovereign-tui (schema_version {SCHEMA_VERSION}); see the README's export section."
     )
     return schema
 

@@ -1,0 +1,2 @@
+"""The SSH console: an asyncssh server whose every session is a TUI process on a PTY, attached
+to the daemon's feed."""
