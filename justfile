@@ -61,3 +61,12 @@ bench-poller *ARGS:
 # Regenerate the checked-in export JSON Schema from the model (review the diff).
 schema:
     {{venv}}/bin/sovereign-tui export --schema > sovereign_tui/schema/export.schema.json
+
+# The appliance ISO: the wheelhouse (no root), then the image (root).
+iso:
+    appliance/iso/wheelhouse.sh
+    if [ "$(id -u)" = 0 ]; then appliance/iso/build.sh; else sudo appliance/iso/build.sh; fi
+
+# Boot the ISO under qemu (BIOS, then UEFI) and check it over SSH; not part of `just test`.
+iso-test *ARGS:
+    {{py}} appliance/iso/smoke_test.py {{ARGS}}
