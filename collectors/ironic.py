@@ -9,9 +9,9 @@ from __future__ import annotations
 import msgspec
 
 from collectors.base import Capability
-from collectors.openstack import CloudRef, CloudSession, ServiceClient
+from collectors.openstack import CloudRef, CloudServiceCollector, CloudSession
 from sovereign_tui.model import FacetOf, IronicFacet, Observation, Workload
-from sovereign_tui.poller import PollContext, PollError, Target
+from sovereign_tui.poller import PollContext, PollError
 
 OUR_MAX = (1, 109)
 """Newest Ironic API version whose node shape this collector reads (openstacksdk's cap too)."""
@@ -58,9 +58,11 @@ def negotiate(server_min: str, server_max: str, ours: tuple[int, int] = OUR_MAX)
     return f"{chosen[0]}.{chosen[1]}"
 
 
-class IronicCollector:
+class IronicCollector(CloudServiceCollector):
     name = "ironic"
     capabilities: frozenset[Capability] = frozenset({"read", "drain", "provision"})
+
+    service_type = "baremetal"
 
     def __init__(
         self,
@@ -70,25 +72,8 @@ class IronicCollector:
         session: CloudSession | None = None,
         page_size: int = PAGE,
     ) -> None:
-        self.ref = ref
-        self.page_size = page_size
-        self.interval_s = interval_s
-        self.session = session or CloudSession(ref)
-        self.client = ServiceClient(self.session, "baremetal", "ironic")
-        self.target_id = f"ironic:{ref.cloud}"
+        super().__init__(ref, interval_s=interval_s, session=session, page_size=page_size)
         self.version: str | None = None
-
-    def targets(self) -> list[Target]:
-        return [
-            Target(
-                id=self.target_id,
-                source=self.name,
-                endpoint=f"cloud:{self.ref.cloud}",
-                interval_s=self.interval_s,
-                poll=self.poll,
-                fingerprint=repr(self.ref),
-            )
-        ]
 
     async def _negotiate(self, ctx: PollContext) -> str:
         if self.version is None:
@@ -157,6 +142,3 @@ class IronicCollector:
                     )
                 )
         return Observation(facets=tuple(facets), workloads=tuple(workloads))
-
-    async def aclose(self) -> None:
-        return None

@@ -13,9 +13,9 @@ from typing import Any
 import msgspec
 
 from collectors.base import Capability
-from collectors.openstack import CloudRef, CloudSession, ServiceClient
+from collectors.openstack import CloudRef, CloudServiceCollector, CloudSession, ServiceClient
 from sovereign_tui.model import FacetOf, NovaFacet, Observation, Workload
-from sovereign_tui.poller import PollContext, PollError, Target
+from sovereign_tui.poller import PollContext, PollError
 
 OUR_MAX = (2, 100)
 """Newest compute microversion whose shapes this collector reads (openstacksdk's cap too)."""
@@ -139,9 +139,11 @@ def _mv(version: tuple[int, int]) -> dict[str, str]:
     return {"OpenStack-API-Version": f"compute {text}", "X-OpenStack-Nova-API-Version": text}
 
 
-class NovaCollector:
+class NovaCollector(CloudServiceCollector):
     name = "nova"
     capabilities: frozenset[Capability] = frozenset({"read", "drain", "migrate", "provision"})
+
+    service_type = "compute"
 
     def __init__(
         self,
@@ -151,28 +153,11 @@ class NovaCollector:
         session: CloudSession | None = None,
         page_size: int = PAGE,
     ) -> None:
-        self.ref = ref
-        self.page_size = page_size
-        self.interval_s = interval_s
-        self.session = session or CloudSession(ref)
-        self.client = ServiceClient(self.session, "compute", "nova")
-        self.target_id = f"nova:{ref.cloud}"
+        super().__init__(ref, interval_s=interval_s, session=session, page_size=page_size)
         self.version: tuple[int, int] | None = None
         self.identity = ServiceClient(self.session, "identity", "keystone")
         self.project_names: dict[str, str] = {}
         self._projects_read_at: float | None = None
-
-    def targets(self) -> list[Target]:
-        return [
-            Target(
-                id=self.target_id,
-                source=self.name,
-                endpoint=f"cloud:{self.ref.cloud}",
-                interval_s=self.interval_s,
-                poll=self.poll,
-                fingerprint=repr(self.ref),
-            )
-        ]
 
     async def _negotiate(self, ctx: PollContext) -> tuple[int, int]:
         if self.version is None:
@@ -279,6 +264,3 @@ class NovaCollector:
                     )
                 )
         return Observation(facets=tuple(facets), workloads=tuple(workloads))
-
-    async def aclose(self) -> None:
-        return None

@@ -16,7 +16,8 @@ from typing import Any
 import aiohttp
 import orjson
 
-from sovereign_tui.poller import PollError
+from sovereign_tui.model import Observation
+from sovereign_tui.poller import PollContext, PollError, Target
 
 
 @dataclass(frozen=True)
@@ -178,3 +179,44 @@ def _fault(body: bytes) -> str:
             except orjson.JSONDecodeError:
                 return f": {doc['error_message']}"
     return ""
+
+
+class CloudServiceCollector:
+    """What the one-target OpenStack collectors share: the cloud, its session, a client for the
+    collector's service type, and one poll target keyed by the cloud's name."""
+
+    name: str
+    service_type: str
+
+    def __init__(
+        self,
+        ref: CloudRef,
+        *,
+        interval_s: float = 15.0,
+        session: CloudSession | None = None,
+        page_size: int = 1000,
+    ) -> None:
+        self.ref = ref
+        self.page_size = page_size
+        self.interval_s = interval_s
+        self.session = session or CloudSession(ref)
+        self.client = ServiceClient(self.session, self.service_type, self.name)
+        self.target_id = f"{self.name}:{ref.cloud}"
+
+    def targets(self) -> list[Target]:
+        return [
+            Target(
+                id=self.target_id,
+                source=self.name,
+                endpoint=f"cloud:{self.ref.cloud}",
+                interval_s=self.interval_s,
+                poll=self.poll,
+                fingerprint=repr(self.ref),
+            )
+        ]
+
+    async def poll(self, ctx: PollContext) -> Observation:
+        raise NotImplementedError
+
+    async def aclose(self) -> None:
+        return None
