@@ -4,20 +4,28 @@ handed down from the app.
 The app holds the latest snapshot and the current time as reactives; the screen that is showing
 copies them into its own reactives (which its widgets bind to), a hidden screen waits and catches
 up when it is shown again, so ten screens do not redraw for one that is visible.
+
+Action keys (drain, migrate, provision...) are bound like any other, and named in
+`ACTION_ROLES`: such a key exists (in the footer, the help and the palette, and when pressed) only
+where the app has an operations backend and the operator's role allows the action.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, ClassVar
 
 from textual.app import ComposeResult
 from textual.reactive import reactive
 from textual.screen import Screen
 from textual.widgets import Footer
 
+from screens.plan import PlanScreen, may, operations_of
 from screens.widgets.status_line import StatusLine
 from sovereign_tui.gpu_analytics import GpuHistory
 from sovereign_tui.model import EMPTY_SNAPSHOT, Snapshot
+from sovereign_tui.ops.plan import Plan
+from sovereign_tui.ops_gateway import OperationsBackend
 
 _NO_HISTORY = GpuHistory()
 
@@ -26,6 +34,14 @@ class SnapshotScreen(Screen[None]):
     AUTO_FOCUS = "SnapshotTable"
     snapshot: reactive[Snapshot] = reactive(EMPTY_SNAPSHOT, always_update=True, init=False)
     now: reactive[float] = reactive(0.0, init=False)
+    ACTION_ROLES: ClassVar[dict[str, str]] = {}
+    """Action method name -> the role action it needs ("drain_host": "drain")."""
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        needs = self.ACTION_ROLES.get(action)
+        if needs is not None:
+            return may(self.app, needs)
+        return True
 
     def compose(self) -> ComposeResult:
         yield StatusLine(self.app.title, self.title or "", id="status").data_bind(
@@ -63,3 +79,19 @@ class SnapshotScreen(Screen[None]):
         now = getattr(self.app, "now", None)
         if isinstance(now, float) and now != self.now:
             self.now = now
+
+    # --- operations -------------------------------------------------------------------------------
+
+    def open_plan(
+        self, heading: str, make: Callable[[OperationsBackend, Snapshot], Awaitable[Sequence[Plan]]]
+    ) -> None:
+        """Show the plans `make` computes from the snapshot on show (PlanScreen runs them)."""
+        ctx = operations_of(self.app)
+        if ctx is None:
+            return
+        backend, snapshot = ctx[0], self.snapshot
+
+        async def planner() -> Sequence[Plan]:
+            return await make(backend, snapshot)
+
+        self.app.push_screen(PlanScreen(heading, planner))

@@ -12,6 +12,7 @@ from screens.baremetal import BaremetalScreen
 from screens.edge import EdgeScreen
 from screens.gpus import GpusScreen
 from screens.hosts import HostsScreen
+from screens.operations import OperationsScreen
 from screens.overview import OverviewScreen
 from screens.runtimes import RuntimesScreen
 from screens.sources import SourcesScreen
@@ -46,5 +47,12 @@ SCREENS: tuple[ScreenEntry, ...] = (
     ),
     ScreenEntry(
         "sources", "8", "Sources", "Every poll target: health, last success, last error", SourcesScreen
+    ),
+    ScreenEntry(
+        "operations",
+        "9",
+        "Operations",
+        "Progress, interrupted ones, history, the journal",
+        OperationsScreen,
     ),
 )

@@ -1,6 +1,8 @@
 """Every workload of every kind in one table: Nova VMs, Ironic instances, pods, Kata pods and
 KubeVirt VMs, with owner, state, host, GPUs and flavor or runtime class. `t` shows one kind at a
-time (each in turn, then all again); the line above the table counts each kind."""
+time (each in turn, then all again); the line above the table counts each kind. Where the role
+allows, `m` migrates the workload under the cursor (live or cold, to a host or where the scheduler
+puts it)."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from textual.content import Content
 from textual.widgets import Static
 
 from screens.base import SnapshotScreen
+from screens.migrate import MigrateScreen
 from screens.widgets.snapshot_table import SnapshotTable
 from screens.widgets.source_banner import SourceBanner
 from screens.widgets.table_pane import TablePane
@@ -33,7 +36,15 @@ class WorkloadsScreen(SnapshotScreen):
             id="next-kind",
             tooltip="Show one kind of workload, each in turn, then all",
         ),
+        Binding(
+            "m",
+            "migrate_workload",
+            "Migrate",
+            id="migrate-workload",
+            tooltip="Plan moving the workload under the cursor to another host",
+        ),
     ]
+    ACTION_ROLES: ClassVar[dict[str, str]] = {"migrate_workload": "migrate"}
     DEFAULT_CSS = """
     WorkloadsScreen #kinds { height: 1; padding: 0 1; }
     """
@@ -69,3 +80,12 @@ class WorkloadsScreen(SnapshotScreen):
     def _show_kinds(self) -> None:
         line = kinds_line(kind_counts(self.snapshot.workloads), self.kind)
         self.query_one("#kinds", Static).update(Content(f"Kind  {line}"))
+
+    def action_migrate_workload(self) -> None:
+        row = self.query_one("#workloads", SnapshotTable).model.cursor_row
+        if not isinstance(row, Workload):
+            return
+        if row.kind == "baremetal":
+            self.notify(f"{row.name} is a bare-metal instance: it runs on its own machine and cannot migrate")
+            return
+        self.app.push_screen(MigrateScreen(row, self.snapshot))

@@ -37,7 +37,7 @@ from sovereign_tui.model import EMPTY_SNAPSHOT, Snapshot
 from sovereign_tui.ops.executor import OpEvent
 from sovereign_tui.ops.plan import Plan
 from sovereign_tui.ops.roles import allowed
-from sovereign_tui.ops_gateway import Actor, OperationError, OperationRun, OperationsBackend, confirmation_for
+from sovereign_tui.ops_gateway import Actor, OperationRun, OperationsBackend, confirmation_for, error_line
 from sovereign_tui.render_ops import OperationBoard
 from sovereign_tui.runtime import Runtime
 
@@ -233,6 +233,8 @@ class SovereignApp(App[None]):
     def start_plans(self, plans: Sequence[Plan], typed: str = "") -> None:
         """Run `plans` one after another, each once the one before succeeded (a batch drain must
         not send VMs to a host it drains next). `typed`: what the operator typed to confirm."""
+        self.board.forget_refusals(p.id for p in plans)
+        self.operations_version = self.board.version
         self._run_plans(tuple(plans), typed)
 
     def follow_run(self, run: OperationRun) -> None:
@@ -248,8 +250,8 @@ class SovereignApp(App[None]):
                 return
             try:
                 run = await backend.start(plan, actor, confirmation=confirmation_for(plan, typed))
-            except OperationError as exc:
-                self.post_message(OperationRefused(plan.id, str(exc)))
+            except Exception as exc:  # one line on screen, never a traceback
+                self.post_message(OperationRefused(plan.id, error_line(exc)))
                 ok, why = False, "was refused"
             else:
                 ok, why = await self._follow(run), "did not succeed"
@@ -266,7 +268,11 @@ class SovereignApp(App[None]):
         self.post_message(OperationStarted(run.op_id, run.plan))
         async for event in run.events():
             self.post_message(OperationProgressed(event))
-        return (await run.wait()).ok
+        try:
+            return (await run.wait()).ok
+        except Exception as exc:
+            self.post_message(OperationRefused(run.op_id, f"ended with an error: {error_line(exc)}"))
+            return False
 
     def on_operation_started(self, message: OperationStarted) -> None:
         self.board.started(message.op_id, message.plan)

@@ -83,8 +83,16 @@ def run_tui(settings: Settings, attach: str | None = None) -> int:
         attached = SovereignApp(FeedClient(attach))
         attached.run()
         return attached.return_code or 0
+    from sovereign_tui.ops_gateway import OperationError, local_backend
+
     runtime = Runtime(settings)
-    app = SovereignApp(runtime.store, runtime=runtime)
+    try:
+        operations, actor = local_backend(settings)  # acting as the OS user, with ops.role
+    except OperationError as exc:
+        print(f"operations unavailable, the console only looks: {exc}", file=sys.stderr)
+        app = SovereignApp(runtime.store, runtime=runtime)
+    else:
+        app = SovereignApp(runtime.store, runtime=runtime, operations=operations, actor=actor)
     app.run()
     return app.return_code or 0
 

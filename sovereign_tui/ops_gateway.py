@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import getpass
 import os
-from collections.abc import AsyncIterator, Sequence
-from typing import Literal, Protocol
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any, Literal, Protocol, TypeVar
 
 from sovereign_tui.config import Settings
 from sovereign_tui.model import Snapshot
@@ -38,6 +38,7 @@ from sovereign_tui.ops.plan_context import PlanError
 from sovereign_tui.ops.provisioning import FlavorFit, ProvisionRequest
 from sovereign_tui.ops.roles import PermissionDenied
 
+T = TypeVar("T")
 ErrorKind = Literal["plan", "denied", "lease", "confirmation", "journal"]
 
 
@@ -130,64 +131,71 @@ def as_operation_error(exc: BaseException) -> OperationError | None:
     return None
 
 
-class _Translated:
-    """Re-raise the engine's exceptions as `OperationError`."""
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, _type: object, exc: BaseException | None, _tb: object) -> bool:
-        if exc is not None and not isinstance(exc, OperationError):
-            mapped = as_operation_error(exc)
-            if mapped is not None:
-                raise mapped from None
-        return False
+def error_line(exc: BaseException) -> str:
+    """Any exception as the one line a screen shows: the engine's own message, else its type too."""
+    mapped = as_operation_error(exc)
+    if mapped is not None:
+        return str(mapped)
+    return f"{type(exc).__name__}: {exc}"
 
 
-_TRANSLATED = _Translated()
+async def _guarded(call: Awaitable[T]) -> T:
+    """Await `call`, re-raising the engine's exceptions as `OperationError`."""
+    try:
+        return await call
+    except Exception as exc:
+        mapped = as_operation_error(exc)
+        if mapped is None or mapped is exc:
+            raise
+        raise mapped from None
+
+
+def _sync(fn: Callable[..., T], *args: Any) -> T:
+    """Call `fn`, re-raising the engine's exceptions as `OperationError`."""
+    try:
+        return fn(*args)
+    except Exception as exc:
+        mapped = as_operation_error(exc)
+        if mapped is None or mapped is exc:
+            raise
+        raise mapped from None
 
 
 class LocalOperations:
-    """`OperationsBackend` over an `Operations` in this process (which it closes)."""
+    """`OperationsBackend` over an `Operations` in this process. `close` closes the engine when
+    the backend owns it (the default; not so where several apps share one engine)."""
 
-    def __init__(self, operations: Operations) -> None:
+    def __init__(self, operations: Operations, *, owns: bool = True) -> None:
         self.operations = operations
+        self.owns = owns
 
     async def plan_drain(self, snapshot: Snapshot, host: str, *, force: bool = False) -> Plan:
-        with _TRANSLATED:
-            return await self.operations.plan_drain(snapshot, host, force=force)
+        return await _guarded(self.operations.plan_drain(snapshot, host, force=force))
 
     async def plan_undrain(self, snapshot: Snapshot, host: str) -> Plan:
-        with _TRANSLATED:
-            return await self.operations.plan_undrain(snapshot, host)
+        return await _guarded(self.operations.plan_undrain(snapshot, host))
 
     async def plan_migrate(
         self, snapshot: Snapshot, workload: str, *, to: str | None = None, cold: bool = False
     ) -> Plan:
-        with _TRANSLATED:
-            return await self.operations.plan_migrate(snapshot, workload, to=to, cold=cold)
+        return await _guarded(self.operations.plan_migrate(snapshot, workload, to=to, cold=cold))
 
     async def plan_provision(self, snapshot: Snapshot, request: ProvisionRequest) -> Plan:
-        with _TRANSLATED:
-            return await self.operations.plan_provision(snapshot, request)
+        return await _guarded(self.operations.plan_provision(snapshot, request))
 
     async def offered_flavors(self, snapshot: Snapshot) -> list[FlavorFit]:
-        with _TRANSLATED:
-            return await self.operations.offered_flavors(snapshot)
+        return await _guarded(self.operations.offered_flavors(snapshot))
 
     async def kata_runtime_classes(self) -> list[str]:
-        with _TRANSLATED:
-            return await self.operations.kata_runtime_classes()
+        return await _guarded(self.operations.kata_runtime_classes())
 
     async def start(self, plan: Plan, actor: Actor, *, confirmation: str | None = None) -> OperationRun:
-        with _TRANSLATED:
-            return await self.operations.start(plan, actor, confirmation=confirmation)
+        return await _guarded(self.operations.start(plan, actor, confirmation=confirmation))
 
     async def cancel(self, op_id: str, actor: Actor) -> None:
         ops = self.operations
-        with _TRANSLATED:
-            rec = ops.journal.get(op_id)
-            ops.check(actor, "cancel", rec.target, rec.digest)
+        rec = _sync(ops.journal.get, op_id)
+        _sync(ops.check, actor, "cancel", rec.target, rec.digest)
         run = ops.runs.get(rec.id)
         if run is None:
             where = "no longer runs" if rec.state != "running" else f"runs in process {rec.pid}"
@@ -198,23 +206,20 @@ class LocalOperations:
         run.cancel()
 
     async def recent(self, limit: int = 50) -> list[OperationRecord]:
-        with _TRANSLATED:
-            return self.operations.recent(limit)
+        return _sync(self.operations.recent, limit)
 
     async def interrupted(self) -> list[OperationRecord]:
-        with _TRANSLATED:
-            return self.operations.interrupted()
+        return _sync(self.operations.interrupted)
 
     async def resume(self, op_id: str, actor: Actor) -> OperationRun:
-        with _TRANSLATED:
-            return await self.operations.resume(op_id, actor)
+        return await _guarded(self.operations.resume(op_id, actor))
 
     async def abandon(self, op_id: str, actor: Actor) -> OperationRecord:
-        with _TRANSLATED:
-            return self.operations.abandon(op_id, actor)
+        return _sync(self.operations.abandon, op_id, actor)
 
     async def close(self) -> None:
-        await self.operations.close()
+        if self.owns:
+            await self.operations.close()
 
 
 def os_user() -> str:
@@ -228,11 +233,10 @@ def os_user() -> str:
 def local_backend(settings: Settings) -> tuple[LocalOperations, Actor]:
     """The engine for `settings` in this process, and who acts: the OS user with ``ops.role``.
     `OperationError` (kind journal) when the journal or audit log cannot be opened."""
-    with _TRANSLATED:
-        try:
-            operations = Operations.from_settings(settings)
-        except OSError as exc:
-            raise OperationError(f"operations state: {exc}", "journal") from None
+    try:
+        operations = _sync(Operations.from_settings, settings)
+    except OSError as exc:
+        raise OperationError(f"operations state: {exc}", "journal") from None
     return LocalOperations(operations), Actor(os_user(), settings.ops.role)
 
 
@@ -260,6 +264,7 @@ __all__ = [
     "ProvisionRequest",
     "batch_phrase",
     "confirmation_for",
+    "error_line",
     "local_backend",
     "os_user",
 ]

@@ -1,6 +1,6 @@
 """What the operations screens show, without a UI toolkit: plans step by step, the live progress
 of running operations folded from their events (`OperationBoard`), the operations list, the
-journal of one operation, and which object an action on a row acts on.
+journal of one operation, and the marks of rows chosen for a batch.
 
 Progress is text that reads without colour: a bar of `█` and `░` and the percentage beside it.
 """
@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TypeVar
 
-from sovereign_tui.model import Gpu, Snapshot, Workload
 from sovereign_tui.ops.executor import OpEvent
 from sovereign_tui.ops.journal import STEP_FINAL, OperationRecord, StepRecord
 from sovereign_tui.ops.plan import Plan, Step
@@ -90,6 +89,12 @@ class OperationBoard:
         run = self.runs.get(op_id)
         if run is None or run.over:
             self.runs[op_id] = RunLive(op_id, plan)
+        self.version += 1
+
+    def forget_refusals(self, op_ids: Iterable[str]) -> None:
+        """Drop what was said of earlier attempts (before these are tried again)."""
+        for op_id in op_ids:
+            self.refusals.pop(op_id, None)
         self.version += 1
 
     def refused(self, op_id: str, message: str) -> None:
@@ -222,8 +227,9 @@ def plan_row_detail(r: PlanRow, _now: float = 0.0) -> str:
 PLAN_TABLE: TableSpec[PlanRow] = TableSpec(
     name="Steps",
     columns=(
-        Column("pos", "#", lambda r, _: r.pos, 4, align="right", sort_key=lambda r: (r.plan.id, r.step.index)),
-        Column("layer", "Layer", lambda r, _: r.step.layer, 10, 5),
+        Column("pos", "#", lambda r, _: r.pos, 4, align="right",
+               sort_key=lambda r: (r.plan.id, r.step.index)),
+        Column("layer", "Layer", lambda r, _: r.step.layer, 10, 5, optional=True),
         Column("step", "Step", lambda r, _: step_name(r.step), 15, 8),
         Column("target", "Target", lambda r, _: r.step.target_name, 32, 8),
         Column("touches", "Touches", lambda r, _: ", ".join(r.step.touches) or NONE, 48, 8, optional=True),
@@ -308,9 +314,7 @@ class OpRow:
         return sum(1 for s in self.record.steps if s.state in STEP_FINAL) / n
 
 
-def op_rows(
-    records: Iterable[OperationRecord], board: OperationBoard | None = None
-) -> tuple[OpRow, ...]:
+def op_rows(records: Iterable[OperationRecord], board: OperationBoard | None = None) -> tuple[OpRow, ...]:
     """One row per operation (the first record of an id wins), with its live progress if any."""
     seen: set[str] = set()
     rows = []
@@ -347,7 +351,8 @@ def _op_detail(row: OpRow, now: float) -> str:
     rec = row.record
     return (
         f"{rec.kind} {rec.target} · {row.state} · by {rec.operator} ({rec.role}) · "
-        f"started {fmt_age(now - rec.created_at)} ago · id {rec.id} · digest {rec.digest[:12]} · {op_now(row)}"
+        f"started {fmt_age(now - rec.created_at)} ago · id {rec.id} · digest {rec.digest[:12]} · "
+        f"{op_now(row)}"
     )
 
 
@@ -449,7 +454,7 @@ JOURNAL_TABLE: TableSpec[JournalRow] = TableSpec(
 )  # fmt: skip
 
 
-# --- what an action on a row acts on ---------------------------------------------------------------
+# --- marks for a batch ---------------------------------------------------------------------------
 
 
 def with_marks(spec: TableSpec[R], marked: Callable[[R], bool]) -> TableSpec[R]:
@@ -459,53 +464,3 @@ def with_marks(spec: TableSpec[R], marked: Callable[[R], bool]) -> TableSpec[R]:
         sort_key=lambda r: 0 if marked(r) else 1,
     )  # fmt: skip
     return dataclasses.replace(spec, columns=(mark, *spec.columns))
-
-
-def workload_ref(w: Workload) -> str:
-    """How the engine names a workload: a Nova server's id, NAMESPACE/NAME on Kubernetes."""
-    if w.kind in ("pod", "kata-pod", "kubevirt-vm"):
-        return f"{w.owner}/{w.name}" if w.owner else w.name
-    return w.id
-
-
-def gpu_holder(snapshot: Snapshot, gpu: Gpu) -> Workload | None:
-    """The workload that holds `gpu`: the one listing its uuid, else the one its holder names."""
-    for w in snapshot.workloads:
-        if gpu.uuid in w.gpu_uuids:
-            return w
-    if not gpu.holder:
-        return None
-    for w in snapshot.workloads:
-        names = {w.name, f"{w.kind}/{w.name}", f"{w.kind}/{w.owner}/{w.name}", workload_ref(w)}
-        if gpu.holder in names:
-            return w
-    return None
-
-
-def migrate_destinations(snapshot: Snapshot, w: Workload) -> list[str]:
-    """Hosts a workload may be sent to by name: enabled, up hypervisors for a Nova server, ready,
-    schedulable nodes for a KubeVirt VM; none for a pod (the scheduler places evicted pods)."""
-    if w.kind == "nova-vm":
-        hosts = [
-            h.name
-            for h in snapshot.hosts
-            if h.nova is not None and h.nova.state == "up" and h.nova.status == "enabled"
-        ]
-    elif w.kind == "kubevirt-vm":
-        hosts = [
-            h.name
-            for h in snapshot.hosts
-            if h.kubernetes is not None and h.kubernetes.ready and not h.kubernetes.unschedulable
-        ]
-    else:
-        hosts = []
-    return sorted(h for h in hosts if h != w.host)
-
-
-def available_nodes(snapshot: Snapshot) -> list[str]:
-    """Ironic nodes a deploy may go to: available and not in maintenance."""
-    return sorted(
-        h.ironic.name or h.ironic.node_uuid
-        for h in snapshot.hosts
-        if h.ironic is not None and h.ironic.provision_state == "available" and not h.ironic.maintenance
-    )
