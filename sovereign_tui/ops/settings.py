@@ -21,8 +21,9 @@ class OpsSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, froz
     interface: str | None = None
     """Catalog interface (public, internal, admin); defaults to ``sources.nova.interface``."""
     kubeconfig: str | None = None
-    """kubeconfig to act on Kubernetes and KubeVirt with; None uses the kubernetes client's own
-    default (``$KUBECONFIG``, then ``~/.kube/config``). Without one those layers are skipped."""
+    """kubeconfig to act on Kubernetes and KubeVirt with; None uses the one the kubernetes source
+    reads (``sources.kubernetes.kubeconfig``), else the client's own default (``$KUBECONFIG``,
+    then ``~/.kube/config``). Without one those layers are skipped."""
     kube_context: str | None = None
     layers: tuple[str, ...] = LAYERS
     """Layers operations may act on; a layer left out is never touched (and said so in plans)."""

@@ -33,14 +33,14 @@ class Targets:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Targets:
-        ops, nova = settings.ops, settings.sources.nova
+        ops, nova, kube = settings.ops, settings.sources.nova, settings.sources.kubernetes
         return cls(
             cloud=ops.cloud or nova.cloud,
             clouds_yaml=ops.clouds_yaml or nova.clouds_yaml,
             region=ops.region or nova.region,
             interface=ops.interface or nova.interface,
-            kubeconfig=ops.kubeconfig,
-            kube_context=ops.kube_context,
+            kubeconfig=ops.kubeconfig or kube.kubeconfig,
+            kube_context=ops.kube_context or kube.context,
             layers=ops.layers,
         )
 
@@ -106,7 +106,7 @@ class Connections:
         path = t.kubeconfig or os.environ.get("KUBECONFIG", "").split(os.pathsep)[0] or None
         path = path or str(Path.home() / ".kube" / "config")
         if not Path(path).is_file():
-            raise LayerUnavailable(f"kubernetes: no kubeconfig at {path} (set ops.kubeconfig or $KUBECONFIG)")
+            raise LayerUnavailable(f"kubernetes: no kubeconfig at {path} (set sources.kubernetes.kubeconfig, ops.kubeconfig or $KUBECONFIG)")
         try:
             return config.new_client_from_config(config_file=path, context=t.kube_context)  # type: ignore[no-untyped-call]
         except (ConfigException, ValueError, KeyError, TypeError) as exc:
