@@ -50,13 +50,12 @@ async def poll_cycles(settings_path: Path, cycles: int) -> tuple[dict[str, list[
         await runtime.close()
 
 
-def table_update_ms(snapshot: Snapshot) -> float | None:
-    try:
-        from bench.tui_apply import measure_apply_ms
-    except ImportError:
-        return None
-    result: float = measure_apply_ms(snapshot)
-    return result
+def table_update_ms(hosts: int, servers: int) -> float:
+    """The console's cost to apply a new snapshot (after a Nova re-poll) to the Hosts and
+    Workloads tables, at the same size (`bench.tui_apply`)."""
+    from bench.tui_apply import measure
+
+    return round(measure(hosts=hosts, servers=servers).table_update_ms, 2)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -80,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         "servers": servers,
         "cycle_s": round(max(per_source.values()), 4),
         "cycle_s_per_source": {k: round(v, 4) for k, v in per_source.items()},
-        "table_update_ms": table_update_ms(snapshot),
+        "table_update_ms": table_update_ms(args.hosts, args.servers),
         "lab_start_s": round(lab_start_s, 2),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
