@@ -106,6 +106,7 @@ class Runtime:
             concurrency=settings.poller.concurrency,
             per_host=settings.poller.per_host,
             backoff=Backoff(cap_s=settings.poller.backoff_cap_s),
+            poll_at_start=True,
         )
         self.collectors = list(collectors) if collectors is not None else default_collectors(settings)
         self.poller.set_targets(self._targets())

@@ -217,3 +217,20 @@ async def test_run_once_with_timeout_marks_the_slow_target_down() -> None:
     assert by_id["fast"].up is True
     assert by_id["hung"].up is False
     assert "no answer within 0.05s" in (by_id["hung"].last_error or "")
+
+
+async def test_poll_at_start_polls_at_once_then_keeps_to_the_grid() -> None:
+    clock = FakeClock()
+    poller, _ = make_poller(clock, poll_at_start=True)
+    rec = Recorder(clock)
+    target = Target("nova:lab", "nova", "lab:8774", 10.0, rec)
+    poller.set_targets([target])
+    start = clock.monotonic()
+    poller.start()
+    await clock.advance(25.0)
+    first_slot = start + target.offset()
+    assert rec.calls[0] == pytest.approx(start)  # at once, not after the offset
+    later = rec.calls[1:]
+    assert later  # then on the target's own grid
+    assert all(round((c - first_slot) % 10.0, 6) in (0.0, 10.0) for c in later)
+    await poller.stop()

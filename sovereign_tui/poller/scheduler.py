@@ -64,8 +64,12 @@ class Poller:
         backoff: Backoff | None = None,
         rng: random.Random | None = None,
         http: aiohttp.ClientSession | None = None,
+        poll_at_start: bool = False,
     ) -> None:
         self.store = store
+        self.poll_at_start = poll_at_start
+        """Poll each target once as soon as it starts, then on its grid: a console shows data at
+        once instead of after up to one interval (the limits still bound the burst)."""
         self.clock = clock or SystemClock()
         self.limiter = Limiter(concurrency, per_host)
         self.backoff = backoff or Backoff()
@@ -174,7 +178,8 @@ class Poller:
         return first + k * target.interval_s
 
     async def _loop(self, target: Target) -> None:
-        due = self.next_slot(target, self.clock.monotonic())
+        now = self.clock.monotonic()
+        due = now if self.poll_at_start else self.next_slot(target, now)
         while True:
             await self.clock.sleep_until(due)
             ok = await self.poll_target(target)

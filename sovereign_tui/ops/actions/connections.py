@@ -106,7 +106,10 @@ class Connections:
         path = t.kubeconfig or os.environ.get("KUBECONFIG", "").split(os.pathsep)[0] or None
         path = path or str(Path.home() / ".kube" / "config")
         if not Path(path).is_file():
-            raise LayerUnavailable(f"kubernetes: no kubeconfig at {path} (set sources.kubernetes.kubeconfig, ops.kubeconfig or $KUBECONFIG)")
+            raise LayerUnavailable(
+                f"kubernetes: no kubeconfig at {path} "
+                "(set sources.kubernetes.kubeconfig, ops.kubeconfig or $KUBECONFIG)"
+            )
         try:
             return config.new_client_from_config(config_file=path, context=t.kube_context)  # type: ignore[no-untyped-call]
         except (ConfigException, ValueError, KeyError, TypeError) as exc:
