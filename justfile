@@ -43,7 +43,12 @@ demo *ARGS:
     {{venv}}/bin/sovereign-tui demo {{ARGS}}
 
 # Every benchmark; figures land in bench-results/.
-bench: bench-poller bench-lab bench-kube
+bench: bench-poller bench-lab bench-kube bench-gpu
+
+# The GPU collectors at fleet size: nvidia-smi over SSH on 500 hosts of 8 GPUs (connections
+# reused) and 2,000 dcgm-exporter endpoints, each lab in a process of its own.
+bench-gpu *ARGS:
+    {{py}} -m bench.gpu_bench {{ARGS}}
 
 # The kubernetes collector against the lab Kubernetes API at 1,000 nodes and 30,000 pods:
 # the first list, then its CPU while watching 100 pod changes a second.

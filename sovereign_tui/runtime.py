@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable
 from collectors.base import Collector
 from sovereign_tui.clock import Clock, SystemClock
 from sovereign_tui.config import OpenStackSource, Settings
+from sovereign_tui.gpu_attribution import attribute
 from sovereign_tui.model import Snapshot
 from sovereign_tui.poller import Backoff, Poller, Target
 from sovereign_tui.store import Enricher, Store
@@ -98,7 +99,9 @@ class Runtime:
         self.settings = settings
         self.clock = clock or SystemClock()
         self.store = Store(
-            self.clock, stale_after_intervals=settings.poller.stale_after_intervals, enrichers=enrichers
+            self.clock,
+            stale_after_intervals=settings.poller.stale_after_intervals,
+            enrichers=(attribute, *enrichers),
         )
         self.poller = Poller(
             self.store,
