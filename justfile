@@ -43,7 +43,12 @@ demo *ARGS:
     {{venv}}/bin/sovereign-tui demo {{ARGS}}
 
 # Every benchmark; figures land in bench-results/.
-bench: bench-poller bench-lab bench-kube bench-gpu
+bench: bench-poller bench-lab bench-kube bench-gpu bench-ssh
+
+# 20 SSH console sessions on one daemon against the lab (OpenStack only): the lab's API requests
+# per poll cycle with 20 sessions equal those with one, and the daemon stays under 400 MB RSS.
+bench-ssh *ARGS:
+    {{py}} -m bench.ssh_bench {{ARGS}}
 
 # The GPU collectors at fleet size: nvidia-smi over SSH on 500 hosts of 8 GPUs (connections
 # reused) and 2,000 dcgm-exporter endpoints, each lab in a process of its own.

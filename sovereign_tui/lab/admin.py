@@ -2,6 +2,7 @@
 
 GET    /                               urls, faults, injected-fault counts, scenario summary
 GET    /faults                         every service's fault spec
+GET    /stats                          requests served per OpenStack service since the start
 PUT    /faults/{service}               change fields of a service's spec (JSON, FaultSpec fields)
 DELETE /faults[/{service}]             clear one service's faults, or all
 POST   /tokens/expire                  every issued token stops working now
@@ -41,6 +42,9 @@ def make_app(lab: Lab) -> web.Application:
 
     async def faults(request: web.Request) -> web.Response:
         return json_response(_faults(lab))
+
+    async def stats(request: web.Request) -> web.Response:
+        return json_response({"requests": dict(lab.requests)})
 
     async def set_faults(request: web.Request) -> web.Response:
         body = await read_json(request)
@@ -116,6 +120,7 @@ def make_app(lab: Lab) -> web.Application:
     r = app.router
     r.add_get("/", index)
     r.add_get("/faults", faults)
+    r.add_get("/stats", stats)
     r.add_put("/faults/{service}", set_faults)
     r.add_delete("/faults", clear_faults)
     r.add_delete("/faults/{service}", clear_faults)

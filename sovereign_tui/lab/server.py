@@ -25,11 +25,13 @@ from typing import Any, TextIO
 
 import msgspec
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from sovereign_tui.clock import Clock, SystemClock
 from sovereign_tui.config import Settings
 from sovereign_tui.lab import admin, ironic, keystone, nova
 from sovereign_tui.lab.faults import FaultBoard
+from sovereign_tui.lab.httpkit import Handler
 from sovereign_tui.lab.ironic_sim import Baremetal, IronicTimings
 from sovereign_tui.lab.nova_sim import Compute, Timings
 from sovereign_tui.lab.scenario import ADMIN_PASSWORD, DEMO_PASSWORD, Scenario
@@ -86,6 +88,8 @@ class Lab:
         self.urls: dict[str, str] = {}
         """``identity`` (auth URL, ends in /v3), ``compute`` (ends in /v2.1), ``baremetal``, ``lab``."""
         self._runners: list[web.AppRunner] = []
+        self.requests: dict[str, int] = {}
+        """Requests served per OpenStack service (keystone, nova, ironic): what `GET /stats` shows."""
 
     # --- life cycle --------------------------------------------------------------------------------
 
@@ -114,6 +118,8 @@ class Lab:
             ),
             "lab": admin.make_app(self),
         }
+        for name in ("keystone", "nova", "ironic"):
+            apps[name].middlewares.insert(0, self._counter(name))
         try:
             for name, app in apps.items():
                 runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=1.0)
@@ -123,6 +129,16 @@ class Lab:
         except BaseException:
             await self.stop()
             raise
+
+    def _counter(self, service: str) -> Middleware:
+        self.requests[service] = 0
+
+        @web.middleware
+        async def count(request: web.Request, handler: Handler) -> web.StreamResponse:
+            self.requests[service] += 1
+            return await handler(request)
+
+        return count
 
     def _listen(self) -> socket.socket:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
