@@ -126,7 +126,8 @@ def _move_server(ctx: PlanContext, w: Workload, *, dest: str | None, cold: bool)
     params = {"source": source, **({"dest": dest} if dest else {})}
     touches = (f"nova:server:{w.id}", f"nova:host:{source}") + ((f"nova:host:{dest}",) if dest else ())
     where = f"to {dest}" if dest else "(the scheduler chooses)"
-    if w.state not in MOVABLE_STATES:
+
+    def stays(blocker: Blocker) -> Step:
         return ctx.step(
             StepKind.NOVA_CANNOT_MOVE,
             w.id,
@@ -135,27 +136,25 @@ def _move_server(ctx: PlanContext, w: Workload, *, dest: str | None, cold: bool)
             host=source,
             touches=touches,
             params=params,
-            blocker=Blocker(
+            blocker=blocker,
+        )
+
+    if w.state not in MOVABLE_STATES:
+        return stays(
+            Blocker(
                 reason=f"server is {w.state}; only ACTIVE, PAUSED or SHUTOFF servers move",
                 kind="state",
                 detail=w.state,
-            ),
+            )
         )
     gpu = {"passthrough": "PCI passthrough", "vgpu": "vGPU"}.get(w.gpu_kind or "")
     if gpu and ctx.settings.gpu_vm_policy == "refuse":
-        return ctx.step(
-            StepKind.NOVA_CANNOT_MOVE,
-            w.id,
-            w.name,
-            f"server {w.name} stays on {source}",
-            host=source,
-            touches=touches,
-            params=params,
-            blocker=Blocker(
+        return stays(
+            Blocker(
                 reason=f"{gpu} GPUs cannot live-migrate and ops.gpu_vm_policy is 'refuse'",
                 kind="cannot-move",
                 detail=w.gpu_kind,
-            ),
+            )
         )
     if (gpu or cold) and w.state == "PAUSED":
         return ctx.step(
