@@ -55,6 +55,11 @@ bench-ssh *ARGS:
 bench-gpu *ARGS:
     {{py}} -m bench.gpu_bench {{ARGS}}
 
+# On a machine with an NVIDIA driver: nvml and nvidia-smi (locally and over SSH) against the real
+# GPU, idle and under a CUDA load, compared field by field; figures in bench-results/gpu-real.json.
+gpu-real *ARGS:
+    {{py}} -m bench.gpu_real {{ARGS}}
+
 # The kubernetes collector against the lab Kubernetes API at 1,000 nodes and 30,000 pods:
 # the first list, then its CPU while watching 100 pod changes a second.
 bench-kube *ARGS:

@@ -41,6 +41,7 @@ GPU_FIELDS: tuple[str, ...] = (
     "power.limit",
     "ecc.errors.uncorrected.volatile.total",
     "mig.mode.current",
+    "driver_version",
 )
 APP_FIELDS: tuple[str, ...] = ("gpu_uuid", "pid", "process_name", "used_gpu_memory")
 FORMAT = "--format=csv,noheader,nounits"
@@ -144,6 +145,7 @@ def parse_gpu_lines(text: str, host: str, source: str, observed_at: float) -> li
                 power_limit_w=line.optional(10, "power.limit", float),
                 ecc_uncorrected=line.optional(11, "ecc.errors.uncorrected.volatile.total", int),
                 mig_mode=line.text(12),
+                driver_version=line.text(13),
             )
         )
     return gpus

@@ -315,7 +315,7 @@ async def test_the_pollers_timeout_also_applies(env: Env) -> None:
 @pytest.mark.parametrize(
     ("fault", "reason"),
     [
-        ("garbage", "malformed GPU line (3 fields, expected 13)"),
+        ("garbage", f"malformed GPU line (3 fields, expected {len(GPU_FIELDS)})"),
         (
             "no_driver",
             "nvidia-smi failed (exit status 9): NVIDIA-SMI has failed because it couldn't communicate",

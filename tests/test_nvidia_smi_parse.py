@@ -51,7 +51,12 @@ NUMBERS = {  # model attribute -> (nvidia-smi field, conversion)
     "power_limit_w": ("power.limit", float),
     "ecc_uncorrected": ("ecc.errors.uncorrected.volatile.total", int),
 }
-TEXTS = {"name": "name", "bus_id": "pci.bus_id", "mig_mode": "mig.mode.current"}
+TEXTS = {
+    "name": "name",
+    "bus_id": "pci.bus_id",
+    "mig_mode": "mig.mode.current",
+    "driver_version": "driver_version",
+}
 ATTR_OF = {**{f: a for a, (f, _) in NUMBERS.items()}, **{f: a for a, f in TEXTS.items()}}
 UNAVAILABLE = [
     "[N/A]",
