@@ -79,8 +79,10 @@ def run_tui(settings: Settings, attach: str | None = None) -> int:
 
     if attach is not None:
         from sovereign_tui.daemon.feed_client import FeedClient
+        from sovereign_tui.gpu_analytics import GpuHistory
 
-        attached = SovereignApp(FeedClient(attach))
+        history = GpuHistory()  # seeded by the daemon's: sparklines and idle flags from the start
+        attached = SovereignApp(FeedClient(attach, history=history), history=history)
         attached.run()
         return attached.return_code or 0
     from sovereign_tui.ops_gateway import OperationError, local_backend

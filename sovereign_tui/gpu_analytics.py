@@ -76,14 +76,18 @@ class _Ring:
     def last_time(self) -> float:
         return self.times[self.newest] if self.size else -math.inf
 
-    def push(self, gpu: Gpu) -> None:
+    def append(self, when: float, values: Iterable[float]) -> int:
+        """Add one sample (4 metrics, NaN where unknown) over the oldest; returns its slot."""
         i = (self.newest + 1) % self.capacity
         self.newest = i
         self.size = min(self.size + 1, self.capacity)
-        self.times[i] = gpu.observed_at
-        base = 4 * i
-        for k, value in enumerate((gpu.util_gpu_pct, gpu.memory_used_mib, gpu.power_w, gpu.temperature_c)):
-            self.values[base + k] = _NAN if value is None else value
+        self.times[i] = when
+        self.values[4 * i : 4 * i + 4] = array("f", values)
+        return i
+
+    def push(self, gpu: Gpu) -> None:
+        metrics = (gpu.util_gpu_pct, gpu.memory_used_mib, gpu.power_w, gpu.temperature_c)
+        self.append(gpu.observed_at, (_NAN if v is None else v for v in metrics))
         if gpu.holder != self.holder:
             self.holder = gpu.holder
             self.held_since = gpu.observed_at
@@ -182,6 +186,69 @@ class GpuHistory:
 
     def idle_gpus(self, snapshot: Snapshot) -> list[Gpu]:
         return [g for g in snapshot.gpus if self.idle_allocated(g)]
+
+    # --- handing the history over (daemon -> attached console) --------------------------------
+
+    def dump(self) -> tuple[RingDump, ...]:
+        """Every GPU's samples, oldest first, for a console that attaches to a running daemon:
+        without them its sparklines start empty and no GPU can be flagged idle for ten minutes."""
+        dumps = []
+        for key, ring in self._rings.items():
+            order = list(ring.newest_first())
+            order.reverse()
+            times = array("d", (ring.times[i] for i in order))
+            values = array("f", (ring.values[4 * i + k] for i in order for k in range(4)))
+            dumps.append(
+                RingDump(
+                    key=key,
+                    holder=ring.holder,
+                    held_since=ring.held_since,
+                    times=times.tobytes(),
+                    values=values.tobytes(),
+                )
+            )
+        return tuple(dumps)
+
+    def restore(self, dumps: Iterable[RingDump]) -> int:
+        """Take over the GPUs' samples from `dump` (of a process on this machine: native byte
+        order); a GPU already followed here keeps its own samples when they reach further back.
+        Returns how many GPUs were taken over; malformed entries are skipped."""
+        taken = 0
+        for dump in dumps:
+            times, values = array("d"), array("f")
+            if len(dump.times) % 8 or len(dump.values) != 2 * len(dump.times):
+                continue
+            times.frombytes(dump.times)
+            values.frombytes(dump.values)
+            mine = self._rings.get(dump.key)
+            if not times or (mine is not None and mine.size and mine.oldest_time() <= times[0]):
+                continue
+            ring = _Ring(self._capacity)
+            for n in range(max(0, len(times) - self._capacity), len(times)):
+                ring.append(times[n], values[4 * n : 4 * n + 4])
+            ring.holder, ring.held_since = dump.holder, dump.held_since
+            if mine is not None and mine.size:  # samples taken here since go on top
+                newest = ring.last_time()
+                for i in reversed(list(mine.newest_first())):
+                    if mine.times[i] > newest:
+                        ring.append(mine.times[i], mine.values[4 * i : 4 * i + 4])
+                if mine.holder != dump.holder:
+                    ring.holder, ring.held_since = mine.holder, mine.held_since
+            self._rings[dump.key] = ring
+            taken += 1
+        return taken
+
+
+class RingDump(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """One GPU's samples as `GpuHistory.dump` hands them over (base64 in JSON)."""
+
+    key: str
+    holder: str | None
+    held_since: float
+    times: bytes
+    """float64 sample times, oldest first."""
+    values: bytes
+    """float32 (util, memory, power, temperature) per sample, NaN where unknown."""
 
 
 # --- alerts -----------------------------------------------------------------------------------

@@ -229,3 +229,40 @@ def test_settings_are_checked() -> None:
 
 def test_analyse_on_an_empty_snapshot_is_empty() -> None:
     assert analyse(Snapshot(generation=1, taken_at=0.0), GpuHistory()) == []
+
+
+# --- handing the history over -----------------------------------------------------------------
+
+
+async def test_a_restored_history_continues_with_the_samples_taken_here_since() -> None:
+    daemon = Feed()
+    console = GpuHistory(SETTINGS)
+    for k in range(12):
+        daemon.poll(daemon.gpu(util_gpu_pct=util_at(k), holder="pod:ml/train", power_w=float(k)))
+        if k >= 9:  # the console attached at poll 9 and saw 9 to 11 itself
+            console.observe(daemon.store.snapshot())
+        if k < 10:  # the daemon's dump is from poll 9, before the console's last two polls
+            dump = daemon.history.dump()
+        await daemon.tick()
+    assert console.restore(dump) == 1
+    assert console.series("GPU-1", "util") == daemon.history.series("GPU-1", "util")
+    assert console.series("GPU-1", "power") == daemon.history.series("GPU-1", "power")
+    assert [v for _, v in console.series("GPU-1", "temperature")] == [None] * 12
+
+
+async def test_restore_keeps_a_longer_local_history_and_skips_malformed_entries() -> None:
+    feed = Feed()
+    for k in range(5):
+        feed.poll(feed.gpu(util_gpu_pct=util_at(k)))
+        await feed.tick()
+    longer = feed.history.series("GPU-1", "util")
+    short = Feed()
+    short.clock = feed.clock
+    short.poll(short.gpu(util_gpu_pct=99.0))
+    assert feed.history.restore(short.history.dump()) == 0  # starts later than what is kept here
+    assert feed.history.series("GPU-1", "util") == longer
+    (good,) = feed.history.dump()
+    broken = msgspec.structs.replace(good, key="GPU-2", values=good.values[:-4])
+    fresh = GpuHistory(SETTINGS)
+    assert fresh.restore([broken]) == 0
+    assert "GPU-2" not in fresh

@@ -24,11 +24,13 @@ from sovereign_tui.daemon import protocol
 from sovereign_tui.daemon.protocol import (
     Goodbye,
     Hello,
+    HistoryFrame,
     OperationRequest,
     OperationResult,
     SnapshotFrame,
     Welcome,
 )
+from sovereign_tui.gpu_analytics import GpuHistory
 from sovereign_tui.model import EMPTY_SNAPSHOT, Entity, Snapshot, SourceHealth
 
 log = logging.getLogger("sovereign_tui.feed_client")
@@ -103,8 +105,11 @@ class FeedClient:
         clock: Clock | None = None,
         client: str = "sovereign-tui",
         retry_max_s: float = 2.0,
+        history: GpuHistory | None = None,
     ) -> None:
         self.path = Path(path)
+        self.history = history
+        """Seeded from the daemon's ``history`` frame on each connection (the console's own)."""
         # An empty token means none (a local client), whatever the environment says.
         self._token = (token if token is not None else os.environ.get(protocol.TOKEN_ENV)) or None
         self._clock = clock or SystemClock()
@@ -198,6 +203,9 @@ class FeedClient:
                 elif isinstance(message, Welcome):
                     self.welcome = message
                     self.last_error = None
+                elif isinstance(message, HistoryFrame):
+                    if self.history is not None:
+                        self.history.restore(message.gpus)
                 elif isinstance(message, OperationResult):
                     future = self._pending.pop(message.id, None)
                     if future is not None and not future.done():

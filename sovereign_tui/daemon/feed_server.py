@@ -36,6 +36,7 @@ from sovereign_tui.daemon.gateway import OperationsGateway
 from sovereign_tui.daemon.protocol import (
     Goodbye,
     Hello,
+    HistoryFrame,
     OperationRequest,
     OperationResult,
     Welcome,
@@ -44,6 +45,7 @@ from sovereign_tui.daemon.roles import Identity
 from sovereign_tui.daemon.settings import ServeSettings
 from sovereign_tui.daemon.tokens import SessionTokens
 from sovereign_tui.feed import SnapshotFeed
+from sovereign_tui.gpu_analytics import GpuHistory
 from sovereign_tui.model import Snapshot
 from sovereign_tui.ops.roles import PermissionDenied, allowed
 
@@ -102,6 +104,9 @@ class FeedServer:
         self._clients: set[FeedConnection] = set()
         self._latest: Snapshot = feed.snapshot()
         self._line: bytes | None = None
+        self.history = GpuHistory()
+        """The GPUs' recent samples, handed to each console as it attaches."""
+        self.history.observe(self._latest)
         tokens.on_revoke(self._token_revoked)
 
     # --- life cycle ---------------------------------------------------------------------------
@@ -155,6 +160,7 @@ class FeedServer:
             snapshot = await self._feed.wait_newer(self._latest.generation)
             self._latest = snapshot
             self._line = None
+            self.history.observe(snapshot)
             for client in self._clients:
                 client.wake.set()
 
@@ -219,6 +225,7 @@ class FeedServer:
                     via=client.identity.via,
                 )
             )
+            + protocol.encode(HistoryFrame(gpus=self.history.dump()))
         )
         self._clients.add(client)
         client.wake.set()

@@ -1,7 +1,8 @@
 """The feed socket's protocol: NDJSON, one JSON object per line, each tagged by ``type``.
 
 A client sends ``hello`` first, then any number of ``operation`` requests. The daemon answers
-``welcome`` (who the daemon takes the client to be), then streams ``snapshot`` frames (the
+``welcome`` (who the daemon takes the client to be), ``history`` (the GPUs' recent samples),
+then streams ``snapshot`` frames (the
 export's JSON of the latest snapshot, under ``snapshot``; a slow reader skips generations),
 ``operation_result`` for each request, and ``goodbye`` with the reason before it closes a
 client. Decoding is strict: unknown fields, wrong types, oversized values or an unknown ``type``
@@ -11,6 +12,7 @@ Example::
 
     -> {"type":"hello","version":1}
     <- {"type":"welcome","version":1,"operator":"local:ops","role":"viewer","via":"local"}
+    <- {"type":"history","gpus":[{"key":"GPU-5f1c...","holder":null,"held_since":0.0,...}]}
     <- {"type":"snapshot","snapshot":{"schema_version":1,"generation":7,...}}
     -> {"type":"operation","id":"1","kind":"drain","target":"gpu-a01"}
     <- {"type":"operation_result","id":"1","ok":false,
@@ -25,6 +27,7 @@ import msgspec
 
 from sovereign_tui.daemon.roles import Role
 from sovereign_tui.export import to_json
+from sovereign_tui.gpu_analytics import RingDump
 from sovereign_tui.model import Snapshot
 
 PROTOCOL_VERSION = 1
@@ -93,6 +96,13 @@ class SnapshotFrame(_Message, frozen=True, tag="snapshot"):
     snapshot: Snapshot
 
 
+class HistoryFrame(_Message, frozen=True, tag="history"):
+    """The GPUs' recent samples, sent once after ``welcome`` and before the first snapshot, so a
+    console that attaches shows sparklines and idle flags at once."""
+
+    gpus: tuple[RingDump, ...]
+
+
 class OperationResult(_Message, frozen=True, tag="operation_result"):
     id: str
     ok: bool
@@ -107,7 +117,7 @@ class Goodbye(_Message, frozen=True, tag="goodbye"):
     reason: str
 
 
-ServerMessage = Welcome | SnapshotFrame | OperationResult | Goodbye
+ServerMessage = Welcome | HistoryFrame | SnapshotFrame | OperationResult | Goodbye
 
 
 # --- encoding --------------------------------------------------------------------------------
@@ -118,7 +128,7 @@ _server_decoder: msgspec.json.Decoder[ServerMessage] = msgspec.json.Decoder(Serv
 _SNAPSHOT_PREFIX = b'{"type":"snapshot","snapshot":'
 
 
-def encode(message: ClientMessage | Welcome | OperationResult | Goodbye) -> bytes:
+def encode(message: ClientMessage | Welcome | HistoryFrame | OperationResult | Goodbye) -> bytes:
     """One message as a line (newline included)."""
     return _encoder.encode(message) + b"\n"
 

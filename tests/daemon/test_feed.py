@@ -65,6 +65,7 @@ async def test_snapshot_frames_are_the_export_json(store: Store, clock: FakeCloc
         client = await RawClient.connect(sock)
         welcome = await client.message()
         assert welcome["type"] == "welcome" and welcome["role"] == "viewer" and welcome["via"] == "local"
+        assert (await client.message())["type"] == "history"
         assert snapshot_json(await client.line()) == to_json(store.snapshot())
         fill(store, clock, tick=1)  # a new poll changes every GPU
         assert snapshot_json(await client.line()) == to_json(store.snapshot())
@@ -80,7 +81,7 @@ async def test_a_burst_of_generations_is_sent_as_the_latest_only(
     await started(server, sock)
     try:
         client = await RawClient.connect(sock)
-        await client.until_type("welcome")
+        await client.until_type("history")
         seen = [generation(await client.line())]
         for tick in range(1, 21):  # twenty polls land before the publisher runs again
             fill(store, clock, HOSTS[:1], tick=tick)
@@ -117,7 +118,7 @@ async def test_a_slow_reader_skips_to_the_latest_while_others_get_every_frame(
         }
         fast = await RawClient.connect(sock, hellos["fast"])
         slow = await RawClient.connect(sock, hellos["slow"])
-        await fast.until_type("welcome")
+        await fast.until_type("history")
         await fast.line()
         await until(
             lambda: len(server.clients) == 2 and conn_of(server, "slow").blocked,
@@ -131,7 +132,7 @@ async def test_a_slow_reader_skips_to_the_latest_while_others_get_every_frame(
         assert conn_of(server, "slow").frames_sent <= 2, (
             "frames were queued for a client that was not reading"
         )
-        await slow.until_type("welcome")
+        await slow.until_type("history")
         got = [generation(await slow.line())]
         while got[-1] != store.generation:
             got.append(generation(await slow.line()))
@@ -157,7 +158,7 @@ async def test_a_client_that_stops_reading_is_dropped_and_the_rest_carry_on(
             lambda: len(server.clients) == 1 and server.clients[0].blocked, "the client to stop taking frames"
         )
         fine = await RawClient.connect(sock)
-        await fine.until_type("welcome")
+        await fine.until_type("history")
         await fine.line()
         await clock.advance(settings.feed_stalled_after_s + 1)
         await until(lambda: len(server.clients) == 1, "the stalled client to be dropped")
@@ -202,7 +203,7 @@ async def test_a_hostile_line_closes_only_its_client(
     await started(server, sock)
     try:
         bystander = await RawClient.connect(sock)
-        await bystander.until_type("welcome")
+        await bystander.until_type("history")
         await bystander.line()
         hostile = await RawClient.connect(sock, payload)
         if payload.endswith(b'"hel'):
@@ -216,6 +217,7 @@ async def test_a_hostile_line_closes_only_its_client(
         assert generation(await bystander.line()) == store.generation
         again = await RawClient.connect(sock)
         assert (await again.message())["type"] == "welcome"
+        assert (await again.message())["type"] == "history"
         assert snapshot_json(await again.line()) == to_json(store.snapshot())
         bystander.close()
         again.close()
