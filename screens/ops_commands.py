@@ -19,6 +19,8 @@ OPERATION_BINDINGS = frozenset(
         "drain-gpu-host",
         "migrate-gpu-holder",
         "provision-node",
+        "provide-node",
+        "undeploy-node",
         "drain-node",
         "new-provision",
         "cancel-operation",

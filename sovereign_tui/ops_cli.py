@@ -1,9 +1,12 @@
-"""The operations verbs of the command line: drain, undrain, migrate, provision, operations, audit.
+"""The operations verbs of the command line: drain, undrain, migrate, provision, provide, undeploy,
+operations, audit.
 
     sovereign-tui drain HOST [--dry-run] [--yes] [--json] [--continue-on-failure] [--force]
     sovereign-tui undrain HOST
     sovereign-tui migrate WORKLOAD [--to HOST] [--cold]
     sovereign-tui provision (vm|baremetal|kata-pod|kubevirt-vm) NAME [--flavor F --image I ...]
+    sovereign-tui provide NODE      (an Ironic node: manageable -> available)
+    sovereign-tui undeploy NODE     (an Ironic node: active -> available; its instance is destroyed)
     sovereign-tui operations [list | resume ID | abandon ID]
     sovereign-tui audit verify [PATH]
 
@@ -36,7 +39,7 @@ if TYPE_CHECKING:
     from sovereign_tui.ops.executor import OpEvent
     from sovereign_tui.ops.plan import Plan
 
-COMMANDS = ("drain", "undrain", "migrate", "provision", "operations", "audit")
+COMMANDS = ("drain", "undrain", "migrate", "provision", "provide", "undeploy", "operations", "audit")
 EXIT_FAILED, EXIT_USAGE, EXIT_REFUSED = 1, 2, 3
 
 
@@ -96,6 +99,22 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     prov.add_argument("--gpus", type=int, default=0, help="kata-pod, kubevirt-vm: GPUs to request")
     prov.add_argument("--cores", type=int, default=2, help="kubevirt-vm: virtual CPU cores")
     prov.add_argument("--memory", default="4Gi", help="kubevirt-vm: guest memory")
+    provide = sub.add_parser(
+        "provide",
+        parents=parents,
+        help="make a bare-metal node available (manageable -> available)",
+        description="Ironic's provide, through cleaning when Ironic cleans automatically; a node in "
+        "enroll (or a failed clean, inspection or adoption) is managed first.",
+    )
+    provide.add_argument("node", help="the Ironic node's name or uuid")
+    undeploy = sub.add_parser(
+        "undeploy",
+        parents=parents,
+        help="take a bare-metal node's instance down (active -> available)",
+        description="Ironic's undeploy (target deleted): the instance is destroyed and the node goes "
+        "through deleting and cleaning back to available. Confirmed by typing the node's name.",
+    )
+    undeploy.add_argument("node", help="the Ironic node's name or uuid")
 
     ops = sub.add_parser(
         "operations",
@@ -223,6 +242,8 @@ class _Cli:
             return await ops.plan_undrain(snap, a.host)
         if a.command == "migrate":
             return await ops.plan_migrate(snap, a.workload, to=a.to, cold=a.cold)
+        if a.command in ("provide", "undeploy"):
+            return await ops.plan_node(snap, a.command, a.node)
         req = ProvisionRequest(
             kind=a.kind,
             name=a.name,

@@ -33,6 +33,7 @@ from sovereign_tui.ops.engine import Actor, ConfirmationRequired, Operations
 from sovereign_tui.ops.executor import OperationResult, OpEvent
 from sovereign_tui.ops.journal import JournalError, OperationRecord
 from sovereign_tui.ops.leases import LeaseHeld
+from sovereign_tui.ops.node_plans import NodeVerb
 from sovereign_tui.ops.plan import Plan
 from sovereign_tui.ops.plan_context import PlanError
 from sovereign_tui.ops.provisioning import FlavorFit, ProvisionRequest
@@ -84,6 +85,10 @@ class OperationsBackend(Protocol):
         ...
 
     async def plan_provision(self, snapshot: Snapshot, request: ProvisionRequest) -> Plan: ...
+
+    async def plan_node(self, snapshot: Snapshot, verb: NodeVerb, node: str) -> Plan:
+        """A bare-metal node's provide or undeploy; `node`: its name, uuid or host's name."""
+        ...
 
     async def offered_flavors(self, snapshot: Snapshot) -> list[FlavorFit]:
         """GPU flavors that fit on some hypervisor now: the only ones a form offers."""
@@ -182,6 +187,9 @@ class LocalOperations:
 
     async def plan_provision(self, snapshot: Snapshot, request: ProvisionRequest) -> Plan:
         return await _guarded(self.operations.plan_provision(snapshot, request))
+
+    async def plan_node(self, snapshot: Snapshot, verb: NodeVerb, node: str) -> Plan:
+        return await _guarded(self.operations.plan_node(snapshot, verb, node))
 
     async def offered_flavors(self, snapshot: Snapshot) -> list[FlavorFit]:
         return await _guarded(self.operations.offered_flavors(snapshot))

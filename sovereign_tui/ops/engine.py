@@ -28,6 +28,7 @@ from sovereign_tui.ops.executor import Executor, OperationResult, OpEvent, RunOp
 from sovereign_tui.ops.inventory import Inventory
 from sovereign_tui.ops.journal import Journal, OperationRecord
 from sovereign_tui.ops.leases import LeaseHeld
+from sovereign_tui.ops.node_plans import NodeVerb, plan_node
 from sovereign_tui.ops.plan import Plan, Step
 from sovereign_tui.ops.plan_context import PlanContext
 from sovereign_tui.ops.planners import plan_drain, plan_migrate, plan_undrain
@@ -143,6 +144,10 @@ class Operations:
 
     async def plan_provision(self, snapshot: Snapshot, request: ProvisionRequest) -> Plan:
         return await plan_provision(self._ctx(snapshot), request)
+
+    async def plan_node(self, snapshot: Snapshot, verb: NodeVerb, node: str) -> Plan:
+        """A bare-metal node's provide (manageable -> available) or undeploy (active -> available)."""
+        return await plan_node(self._ctx(snapshot), verb, node)
 
     async def offered_flavors(self, snapshot: Snapshot) -> list[FlavorFit]:
         """The GPU flavors a provision screen may offer: those that fit somewhere now."""

@@ -17,7 +17,7 @@ from typing import Literal
 import msgspec
 
 Layer = Literal["nova", "ironic", "kubernetes", "kubevirt", "starlingx"]
-OperationKind = Literal["drain", "undrain", "migrate", "provision"]
+OperationKind = Literal["drain", "undrain", "migrate", "provision", "provide", "undeploy"]
 
 
 class StepKind(StrEnum):
@@ -32,6 +32,12 @@ class StepKind(StrEnum):
     IRONIC_MAINTENANCE_ON = "ironic.maintenance-on"
     IRONIC_MAINTENANCE_OFF = "ironic.maintenance-off"
     IRONIC_DEPLOY = "ironic.deploy"
+    IRONIC_MANAGE = "ironic.manage"
+    """``enroll`` (or a failed clean, inspection, adoption) -> ``manageable``."""
+    IRONIC_PROVIDE = "ironic.provide"
+    """``manageable`` -> ``available``, through cleaning when Ironic cleans automatically."""
+    IRONIC_UNDEPLOY = "ironic.undeploy"
+    """``active`` -> ``available`` (provision target ``deleted``): the instance's disks are wiped."""
     KUBE_CORDON = "kubernetes.cordon"
     KUBE_UNCORDON = "kubernetes.uncordon"
     KUBE_EVICT = "kubernetes.evict"
@@ -58,6 +64,7 @@ DESTRUCTIVE_KINDS = frozenset(
         StepKind.KUBEVIRT_MIGRATE,
         StepKind.KUBEVIRT_EVACUATE,
         StepKind.IRONIC_MAINTENANCE_ON,
+        StepKind.IRONIC_UNDEPLOY,
         StepKind.STX_LOCK,
     }
 )
@@ -74,7 +81,7 @@ class Blocker(msgspec.Struct, frozen=True, kw_only=True):
 
     reason: str
     kind: str = "state"
-    """cannot-move | budget | several-budgets | not-migratable | state | capacity"""
+    """cannot-move | budget | several-budgets | not-migratable | state | capacity | locked"""
     hard: bool = True
     detail: str | None = None
     """The budget's name, the flavor's GPU kind, ...: what the operator acts on."""

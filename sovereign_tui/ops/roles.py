@@ -2,7 +2,8 @@
 command line, the daemon's gateway, the screens through it).
 
 - viewer: looks only; no action at all.
-- operator: plans and runs drain, undrain, migrate and provision; resumes and cancels operations.
+- operator: plans and runs drain, undrain, migrate and provision, and the bare-metal provide and
+  undeploy (gated as a deploy is); resumes and cancels operations.
 - admin: everything an operator may, plus abandoning an interrupted operation (which releases
   its lease without finishing it) and forcing (StarlingX ``force-lock``, running past blockers).
 """
@@ -12,12 +13,16 @@ from __future__ import annotations
 from typing import Literal, get_args
 
 Role = Literal["viewer", "operator", "admin"]
-Action = Literal["drain", "undrain", "migrate", "provision", "resume", "cancel", "abandon", "force"]
+Action = Literal[
+    "drain", "undrain", "migrate", "provision", "provide", "undeploy", "resume", "cancel", "abandon", "force"
+]
 
 ROLES: tuple[Role, ...] = get_args(Role)
 ACTIONS: tuple[Action, ...] = get_args(Action)
 
-_OPERATOR: frozenset[str] = frozenset({"drain", "undrain", "migrate", "provision", "resume", "cancel"})
+_OPERATOR: frozenset[str] = frozenset(
+    {"drain", "undrain", "migrate", "provision", "provide", "undeploy", "resume", "cancel"}
+)
 _GRANTS: dict[str, frozenset[str]] = {
     "viewer": frozenset(),
     "operator": _OPERATOR,

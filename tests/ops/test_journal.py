@@ -172,6 +172,8 @@ def test_roles_are_one_table() -> None:
         "undrain",
         "migrate",
         "provision",
+        "provide",
+        "undeploy",
         "resume",
         "cancel",
     }
