@@ -82,6 +82,8 @@ class Sources(_Base, frozen=True):
     nvml: NvmlSource = msgspec.field(default_factory=NvmlSource)
     nova: OpenStackSource = msgspec.field(default_factory=OpenStackSource)
     ironic: OpenStackSource = msgspec.field(default_factory=OpenStackSource)
+    placement: OpenStackSource = msgspec.field(default_factory=OpenStackSource)
+    """Placement: which Nova server holds which GPU (PCI-in-Placement and vGPU providers)."""
     starlingx: OpenStackSource = msgspec.field(default_factory=lambda: OpenStackSource(interval_s=30.0))
     """StarlingX sysinv, dcmanager and fm, found through the same cloud's Keystone catalog."""
     kubernetes: KubernetesSource = msgspec.field(default_factory=KubernetesSource)

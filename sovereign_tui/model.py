@@ -77,6 +77,27 @@ class Gpu(Entity, frozen=True, kw_only=True):
         return base if self.mig_instance is None else f"{base}/gi{self.mig_instance}"
 
 
+class GpuAllocation(Entity, frozen=True, kw_only=True):
+    """One consumer's claim on one GPU's PCI device, as OpenStack Placement records it: a Nova
+    PCI-in-Placement device provider, or a libvirt vGPU provider of a physical GPU."""
+
+    hypervisor: str
+    """Name of the tree's root provider: the compute node's hypervisor hostname."""
+    hypervisor_id: str
+    """UUID of the root provider: the compute node's (Nova's hypervisor id from 2.53)."""
+    bus_id: str
+    """PCI address of the device, normalised (``0000:18:00.0``, lower case)."""
+    provider: str
+    """UUID of the device's resource provider."""
+    consumer: str
+    """The consumer: a Nova server's id, or a migration's while the server moves."""
+    consumer_type: str | None = None
+    """Placement's consumer type (``INSTANCE``, ``MIGRATION``; from 1.38), None when unknown."""
+    resource_class: str
+    """``CUSTOM_PCI_<vendor>_<product>`` (or the operator's class) for a whole device, ``VGPU``."""
+    amount: int = 1
+
+
 # --- Host facets: one layer's view of a physical host --------------------------------------
 
 
@@ -351,6 +372,7 @@ class Snapshot(msgspec.Struct, frozen=True, kw_only=True):
     operations: tuple[Operation, ...] = ()
     runtime_classes: tuple[RuntimeClass, ...] = ()
     budgets: tuple[DisruptionBudget, ...] = ()
+    gpu_allocations: tuple[GpuAllocation, ...] = ()
 
 
 class Observation(msgspec.Struct, frozen=True, kw_only=True):
@@ -367,6 +389,7 @@ class Observation(msgspec.Struct, frozen=True, kw_only=True):
     alarms: tuple[Alarm, ...] = ()
     runtime_classes: tuple[RuntimeClass, ...] = ()
     budgets: tuple[DisruptionBudget, ...] = ()
+    gpu_allocations: tuple[GpuAllocation, ...] = ()
     health_detail: dict[str, str] = msgspec.field(default_factory=dict)
     """The source's own state, published as `SourceHealth.detail`."""
 

@@ -27,7 +27,15 @@ def gpu_holder(snapshot: Snapshot, gpu: Gpu) -> Workload | None:
     if not gpu.holder:
         return None
     for w in snapshot.workloads:
-        names = {w.name, f"{w.kind}/{w.name}", f"{w.kind}/{w.owner}/{w.name}", workload_ref(w)}
+        names = {
+            w.name,
+            f"{w.kind}/{w.name}",
+            f"{w.kind}/{w.owner}/{w.name}",
+            f"{w.kind}:{w.name}",  # attribution's spellings: nova-vm:NAME, baremetal:NAME,
+            f"{w.kind}:{w.owner}/{w.name}",  # pod:NS/NAME (a Kata pod too, as dcgm names it)
+            f"pod:{w.owner}/{w.name}" if w.kind in ("pod", "kata-pod") else w.name,
+            workload_ref(w),
+        }
         if gpu.holder in names:
             return w
     return None

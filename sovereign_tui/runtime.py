@@ -60,10 +60,12 @@ def gpu_fleet_collectors(settings: Settings) -> list[Collector]:
 
 
 def openstack_collectors(settings: Settings) -> list[Collector]:
-    """Nova and Ironic; services of one cloud share one Keystone session (one token)."""
+    """Nova, Ironic, Placement and StarlingX; services of one cloud share one Keystone session
+    (one token)."""
     from collectors.ironic import IronicCollector
     from collectors.nova import NovaCollector
     from collectors.openstack import CloudRef, CloudSession
+    from collectors.placement import PlacementCollector
     from collectors.starlingx import StarlingxCollector
 
     sessions: dict[CloudRef, CloudSession] = {}
@@ -73,9 +75,11 @@ def openstack_collectors(settings: Settings) -> list[Collector]:
 
     found: list[Collector] = []
     src = settings.sources
-    kinds: tuple[tuple[OpenStackSource, type[NovaCollector | IronicCollector | StarlingxCollector]], ...] = (
+    Kind = type[NovaCollector | IronicCollector | PlacementCollector | StarlingxCollector]
+    kinds: tuple[tuple[OpenStackSource, Kind], ...] = (
         (src.nova, NovaCollector),
         (src.ironic, IronicCollector),
+        (src.placement, PlacementCollector),
         (src.starlingx, StarlingxCollector),
     )
     for cfg, cls in kinds:

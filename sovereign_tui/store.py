@@ -22,6 +22,7 @@ from sovereign_tui.model import (
     DisruptionBudget,
     FacetOf,
     Gpu,
+    GpuAllocation,
     Host,
     IronicFacet,
     KataFacet,
@@ -157,6 +158,7 @@ class Store:
         alarms: list[Alarm] = []
         runtime_classes: list[RuntimeClass] = []
         budgets: list[DisruptionBudget] = []
+        allocations: list[GpuAllocation] = []
         for target, piece in self._slices.items():
             obs = piece.observation
             if target in stale:
@@ -168,6 +170,7 @@ class Store:
             alarms.extend(obs.alarms)
             runtime_classes.extend(obs.runtime_classes)
             budgets.extend(obs.budgets)
+            allocations.extend(obs.gpu_allocations)
         hosts = _join_hosts(facets, gpus, workloads)
         snap = Snapshot(
             generation=self._version,
@@ -181,6 +184,7 @@ class Store:
             operations=self._operations,
             runtime_classes=tuple(runtime_classes),
             budgets=tuple(budgets),
+            gpu_allocations=tuple(allocations),
         )
         for enrich in self._enrichers:
             snap = enrich(snap)
@@ -210,6 +214,7 @@ def _mark_stale(obs: Observation) -> Observation:
         alarms=_stale(obs.alarms),
         runtime_classes=_stale(obs.runtime_classes),
         budgets=_stale(obs.budgets),
+        gpu_allocations=_stale(obs.gpu_allocations),
         health_detail=obs.health_detail,
     )
 

@@ -226,8 +226,11 @@ WORKLOADS: tuple[WorkloadSpec, ...] = (
 
 
 def holder_of(w: WorkloadSpec) -> str:
-    """How attribution names a workload: "nova-vm/train-llama-01", "kata-pod/ml/infer-7"."""
-    return f"{w.kind}/{w.owner}/{w.name}" if w.kind in ("pod", "kata-pod") else f"{w.kind}/{w.name}"
+    """How attribution names a workload: "nova-vm:train-llama-01", "pod:ml/infer-7" (a Kata pod
+    is a pod to dcgm-exporter), "baremetal:hpc-train-01", "kubevirt-vm:vms/win-build"."""
+    if w.kind in ("pod", "kata-pod"):
+        return f"pod:{w.owner}/{w.name}"
+    return f"{w.kind}:{w.owner}/{w.name}" if w.kind == "kubevirt-vm" else f"{w.kind}:{w.name}"
 
 
 HOLDINGS: dict[str, WorkloadSpec] = {u: w for w in WORKLOADS for u in w.gpus}

@@ -1,5 +1,5 @@
-"""The lab's OpenStack side on loopback: Keystone, Nova, Ironic and the lab's control endpoint,
-each on its own free port (bound to port 0, never a fixed one).
+"""The lab's OpenStack side on loopback: Keystone, Nova, Ironic, Placement and the lab's control
+endpoint, each on its own free port (bound to port 0, never a fixed one).
 
     lab = Lab(hosts=24, seed=0, clock=FakeClock())
     await lab.start()
@@ -29,7 +29,7 @@ from aiohttp.typedefs import Middleware
 
 from sovereign_tui.clock import Clock, SystemClock
 from sovereign_tui.config import Settings
-from sovereign_tui.lab import admin, ironic, keystone, nova
+from sovereign_tui.lab import admin, ironic, keystone, nova, placement
 from sovereign_tui.lab.faults import FaultBoard
 from sovereign_tui.lab.httpkit import Handler
 from sovereign_tui.lab.ironic_sim import Baremetal, IronicTimings
@@ -86,28 +86,32 @@ class Lab:
         self.compute = Compute(self.scenario, self.timeline, nova_timings)
         self.baremetal = Baremetal(self.scenario, self.timeline, ironic_timings)
         self.urls: dict[str, str] = {}
-        """``identity`` (auth URL, ends in /v3), ``compute`` (ends in /v2.1), ``baremetal``, ``lab``."""
+        """``identity`` (auth URL, ends in /v3), ``compute`` (ends in /v2.1), ``baremetal``,
+        ``placement`` (ends in /placement), ``lab``."""
         self._runners: list[web.AppRunner] = []
         self.requests: dict[str, int] = {}
-        """Requests served per OpenStack service (keystone, nova, ironic): what `GET /stats` shows."""
+        """Requests served per OpenStack service (keystone, nova, ironic, placement): what `GET /stats`
+        shows."""
 
     # --- life cycle --------------------------------------------------------------------------------
 
     async def start(self) -> None:
         if self._runners:
             raise RuntimeError("the lab is already started")
-        socks = {name: self._listen() for name in ("keystone", "nova", "ironic", "lab")}
+        socks = {name: self._listen() for name in ("keystone", "nova", "ironic", "placement", "lab")}
         base = {name: f"http://{self.bind}:{s.getsockname()[1]}" for name, s in socks.items()}
         identity = f"{base['keystone']}/v3"
         self.urls = {
             "identity": identity,
             "compute": f"{base['nova']}/v2.1",
             "baremetal": base["ironic"],
+            "placement": base["placement"] + placement.PREFIX,
             "lab": base["lab"],
         }
         self.tokens.register("identity", "keystone", identity)
         self.tokens.register("compute", "nova", self.urls["compute"])
         self.tokens.register("baremetal", "ironic", self.urls["baremetal"])
+        self.tokens.register("placement", "placement", self.urls["placement"])
         apps = {
             "keystone": keystone.make_app(self.tokens, self.faults, self.timeline, base["keystone"]),
             "nova": nova.make_app(
@@ -116,9 +120,10 @@ class Lab:
             "ironic": ironic.make_app(
                 self.baremetal, self.tokens, self.faults, self.timeline, identity, base["ironic"]
             ),
+            "placement": placement.make_app(self.compute, self.tokens, self.faults, self.timeline, identity),
             "lab": admin.make_app(self),
         }
-        for name in ("keystone", "nova", "ironic"):
+        for name in ("keystone", "nova", "ironic", "placement"):
             apps[name].middlewares.insert(0, self._counter(name))
         try:
             for name, app in apps.items():
@@ -258,7 +263,7 @@ class Lab:
                 "enabled = false",
                 "",
             ]
-        for name in ("nova", "ironic"):
+        for name in ("nova", "ironic", "placement"):
             if name in sources:
                 lines += [
                     f"[sources.{name}]",
@@ -319,7 +324,8 @@ async def run_lab(
         ssh = f" ssh_gpu_hosts={s['ssh_gpu_hosts']}" if "ssh_gpu_hosts" in s else ""
         print(
             f"sovereign-lab up: identity={lab.urls['identity']} compute={lab.urls['compute']} "
-            f"baremetal={lab.urls['baremetal']} lab={lab.urls['lab']}{kube} hosts={s['hosts']} "
+            f"baremetal={lab.urls['baremetal']} placement={lab.urls['placement']} lab={lab.urls['lab']}"
+            f"{kube} hosts={s['hosts']} "
             f"servers={s['servers']} nodes={s['nodes']}{ssh} seed={seed}{where}",
             file=out or sys.stdout,
             flush=True,
