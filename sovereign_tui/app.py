@@ -10,7 +10,8 @@ With an operations backend and an actor, the app runs what the plan screens conf
 batch starts each plan, follows its events and posts them (`OperationStarted`,
 `OperationProgressed`, `OperationRefused`); the app folds them into `board` and bumps
 `operations_version`, which the operations screens watch. Action keys show only where
-`may(action)`: a backend exists and the actor's role allows it.
+`may(action)`: a backend exists and the actor's role allows it. Quitting while operations run in
+this process asks first (`screens.quit_confirm`): cancel them, leave them interrupted, or stay.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from screens.commands import ScreenCommands
 from screens.help import HelpScreen, help_rows
 from screens.ops_commands import OperationCommands
 from screens.provision import ProvisionScreen
+from screens.quit_confirm import QuitChoice, QuitConfirmScreen, running_ops
 from screens.registry import SCREENS
 from sovereign_tui.clock import Clock, SystemClock
 from sovereign_tui.feed import SnapshotFeed
@@ -37,7 +39,14 @@ from sovereign_tui.model import EMPTY_SNAPSHOT, Snapshot
 from sovereign_tui.ops.executor import OpEvent
 from sovereign_tui.ops.plan import Plan
 from sovereign_tui.ops.roles import allowed
-from sovereign_tui.ops_gateway import Actor, OperationRun, OperationsBackend, confirmation_for, error_line
+from sovereign_tui.ops_gateway import (
+    Actor,
+    LocalOperations,
+    OperationRun,
+    OperationsBackend,
+    confirmation_for,
+    error_line,
+)
 from sovereign_tui.render_ops import OperationBoard
 from sovereign_tui.runtime import Runtime
 
@@ -170,6 +179,8 @@ class SovereignApp(App[None]):
         self.actor = actor
         """Who acts, with the role that decides which action keys exist."""
         self.board = OperationBoard()
+        self._leave_operations = False
+        """Quit without cancelling the operations running here (the journal keeps them interrupted)."""
 
     async def on_mount(self) -> None:
         if self.runtime is not None:
@@ -182,8 +193,8 @@ class SovereignApp(App[None]):
     async def on_unmount(self) -> None:
         if self.runtime is not None:
             await self.runtime.close()
-        if self.operations is not None:
-            await self.operations.close()
+        if self.operations is not None and not self._leave_operations:
+            await self.operations.close()  # an engine it owns cancels what still runs
 
     @work(exclusive=True, group="feed", name="follow-feed")
     async def _follow_feed(self) -> None:
@@ -209,6 +220,28 @@ class SovereignApp(App[None]):
 
     def on_clock_ticked(self, message: ClockTicked) -> None:
         self.now = message.now
+
+    async def action_quit(self) -> None:
+        """q and ctrl+q: quit, asking first if that would stop operations running here."""
+        if isinstance(self.screen, QuitConfirmScreen):
+            return
+        running = running_ops(self.board) if self._quitting_stops_operations() else []
+        if not running:
+            self.exit()
+            return
+        self.push_screen(QuitConfirmScreen(running), self._quit_chosen)
+
+    def _quitting_stops_operations(self) -> bool:
+        """Operations run in this process when the backend is a local engine it owns; a daemon's
+        (or a shared engine's) go on after this console quits."""
+        ops = self.operations
+        return isinstance(ops, LocalOperations) and ops.owns
+
+    def _quit_chosen(self, choice: QuitChoice | None) -> None:
+        if choice == "leave":
+            self._leave_operations = True
+        if choice in ("cancel", "leave"):
+            self.exit()
 
     def action_show_help(self) -> None:
         if isinstance(self.screen, HelpScreen):

@@ -4,7 +4,7 @@ collectors, with KubeVirt's API group and Kata runtime classes.
 Served: discovery (`/api`, `/apis`, `/version`), list/get/watch of nodes, namespaces, pods,
 runtime classes, disruption budgets and KubeVirt's virtualmachines, virtualmachineinstances and
 virtualmachineinstancemigrations (cluster-wide and per namespace), `PATCH` of nodes (cordon),
-pod eviction, creation and deletion, and creation and deletion (abort) of migrations. Requests
+pod eviction, creation and deletion, and creation and deletion of KubeVirt VMs and migrations. Requests
 need the bearer token of the kubeconfig `write_kubeconfig` writes (401 otherwise).
 
 Watches stream newline-delimited events from the store's bounded history; a resourceVersion older
@@ -36,6 +36,7 @@ from sovereign_tui.lab.httpkit import ApiError, raw_json, read_json, truthy
 from sovereign_tui.lab.kube_cluster import KubeCluster
 from sovereign_tui.lab.kube_select import FieldSelector, LabelSelector, SelectorError
 from sovereign_tui.lab.kube_store import Entry, Event, KubeError, ResourceType, error_body, status_object
+from sovereign_tui.lab.kubevirt import WRITABLE
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 OPEN_PATHS = frozenset({"/version", "/version/", "/healthz", "/livez", "/readyz"})
@@ -169,8 +170,8 @@ class KubeApi:
         body = await read_json(request)
         if not isinstance(body, dict):
             raise KubeError(400, "BadRequest", "the body of the request must be a JSON object")
-        if rtype.plural == "virtualmachineinstancemigrations":
-            return raw_json(orjson.dumps(self.cluster.kubevirt.create_migration(ns or "", body)), 201)
+        if rtype.plural in WRITABLE:  # KubeVirt's VMs and migrations
+            return raw_json(self.cluster.kubevirt.create(rtype.plural, ns or "", body), 201)
         if rtype.plural == "pods":
             return raw_json(self.cluster.create_pod(ns or "", body).raw, 201)
         raise KubeError(405, "MethodNotAllowed", f"the server does not allow this method on {rtype.plural}")
@@ -178,8 +179,8 @@ class KubeApi:
     async def delete(self, request: web.Request) -> web.Response:
         rtype, ns = self._resolve(request)
         name = request.match_info["name"]
-        if rtype.plural == "virtualmachineinstancemigrations":
-            return raw_json(orjson.dumps(self.cluster.kubevirt.delete_migration(ns or "", name)))
+        if rtype.plural in WRITABLE:
+            return raw_json(self.cluster.kubevirt.delete(rtype.plural, ns or "", name))
         if rtype.plural == "pods":
             return raw_json(self.cluster.delete_pod(ns or "", name).raw)
         raise KubeError(405, "MethodNotAllowed", f"the server does not allow this method on {rtype.plural}")

@@ -23,7 +23,13 @@ NAMESPACES = ResourceType(
 )
 RUNTIME_CLASSES = ResourceType("runtimeclasses", "RuntimeClass", "node.k8s.io", namespaced=False)
 PDBS = ResourceType("poddisruptionbudgets", "PodDisruptionBudget", "policy", short_names=("pdb",))
-VMS = ResourceType("virtualmachines", "VirtualMachine", "kubevirt.io", short_names=("vm", "vms"))
+VMS = ResourceType(
+    "virtualmachines",
+    "VirtualMachine",
+    "kubevirt.io",
+    short_names=("vm", "vms"),
+    verbs=(*READ, "create", "delete"),
+)
 VMIS = ResourceType(
     "virtualmachineinstances", "VirtualMachineInstance", "kubevirt.io", short_names=("vmi", "vmis")
 )

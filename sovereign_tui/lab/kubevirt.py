@@ -4,22 +4,29 @@ A running VM has a VMI and one virt-launcher pod on the VMI's node. VMs with GPU
 non-shared (RWO) disks carry `LiveMigratable: False`, as KubeVirt reports. As virt-api's eviction
 webhook does, evicting the launcher pod of a `LiveMigrate` VMI answers 429 on purpose and starts an
 evacuation migration (see `kubevirt_migrations`); evicting one without that strategy kills the VMI,
-and its VM (runStrategy Always) starts it again on another node.
+and its VM (runStrategy Always) starts it again on another node. VMs created and deleted through
+the API, whose VMIs walk KubeVirt's start phases: `kubevirt_vms`.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import orjson
+
 from sovereign_tui.lab import kube_objects as ko
 from sovereign_tui.lab.kube_pods import Container, Controller, Owner, PodTemplate
 from sovereign_tui.lab.kube_store import Entry, KubeError, Obj
+from sovereign_tui.lab.kubevirt_admit import gpu_devices, guest_cores, guest_memory, run_strategy
 from sovereign_tui.lab.kubevirt_migrations import FINAL, PHASES, Migrations, migratable_condition
+from sovereign_tui.lab.kubevirt_vms import VmLifecycle
 
 if TYPE_CHECKING:
     from sovereign_tui.lab.kube_cluster import KubeCluster
 
 LAUNCHER = "quay.io/kubevirt/virt-launcher:v1.4.0"
+WRITABLE = ("virtualmachines", "virtualmachineinstancemigrations")
+"""The KubeVirt resources the lab's API creates and deletes."""
 EVICTION_WEBHOOK = 'admission webhook "virt-launcher-eviction-interceptor.kubevirt.io" denied the request: '
 _OBSERVED = {
     "kubevirt.io/latest-observed-api-version": "v1",
@@ -54,6 +61,8 @@ class KubeVirt:
         self.store = cluster.store
         self._shared_disks: dict[tuple[str, str], bool] = {}
         self.migrations = Migrations(self)
+        self.vms = VmLifecycle(self)
+        """VMs created and deleted through the API, and their VMIs' start phases."""
 
     # --- population ----------------------------------------------------------------------------
 
@@ -134,52 +143,80 @@ class KubeVirt:
             self.vm_status(ns, name, "Stopped", None)
 
     def _start_vmi(self, ns: str, vm_name: str, at: float, avoid: str | None = None) -> Entry | None:
-        """Create the VMI of a VM and its virt-launcher pod (on a node that fits, if any)."""
-        rng, c = self.cluster.rng, self.cluster
+        """Create the VMI of a VM and its virt-launcher pod (on a node that fits, if any), running
+        at once: the population and a restart after a lost pod (`kubevirt_vms` walks the phases)."""
+        c = self.cluster
         vm = self.store.require("virtualmachines", ns, vm_name).obj
         spec = vm["spec"]["template"]["spec"]
-        uid = ko.new_uid(rng)
-        domain = spec["domain"]
-        gpus = len(domain["devices"].get("gpus", []))
-        tmpl = self._launcher_template(
-            ns, vm_name, uid, domain["memory"]["guest"], domain["cpu"]["cores"], gpus
-        )
+        uid = ko.new_uid(c.rng)
+        tmpl = self.launcher_template(ns, vm_name, uid, spec)
         node = c.pick_node(tmpl, avoid)
         if node is None:
             self.vm_status(ns, vm_name, "ErrorUnschedulable", None)
             return None
-        migratable, reason, message = _migratability(spec, self._shared_disks.get((ns, vm_name), True))
-        stamp = ko.rfc3339(at)
-        vmi = {
+        vmi = self.vmi_object(vm, uid, at)
+        ctl = self.controller(ns, vm_name, tmpl)
+        pod = c.spawn(ctl, node=node, created=at, startup=False)
+        stamps = [
+            {"phase": p, "phaseTransitionTimestamp": ko.rfc3339(at)}
+            for p in ("Pending", "Scheduling", "Scheduled", "Running")
+        ]
+        vmi["metadata"]["labels"]["kubevirt.io/nodeName"] = node
+        vmi["status"] = self.running_status(vmi, pod, at, stamps)
+        entry = self.store.put("virtualmachineinstances", vmi)
+        self.vm_status(ns, vm_name, "Running", vmi)
+        return entry
+
+    def vmi_object(self, vm: Obj, uid: str, at: float) -> Obj:
+        """A VM's instance as virt-controller creates it from the VM's template (status empty)."""
+        md, template = vm["metadata"], vm["spec"]["template"]
+        spec = template["spec"]
+        return {
             "apiVersion": "kubevirt.io/v1",
             "kind": "VirtualMachineInstance",
             "metadata": {
-                "name": vm_name,
-                "namespace": ns,
+                "name": md["name"],
+                "namespace": md["namespace"],
                 "uid": uid,
                 "generation": 8,
-                "creationTimestamp": stamp,
-                "labels": {**vm["spec"]["template"]["metadata"]["labels"], "kubevirt.io/nodeName": node},
-                "annotations": {**_OBSERVED, "kubevirt.io/vm-generation": "1"},
+                "creationTimestamp": ko.rfc3339(at),
+                "labels": dict((template.get("metadata") or {}).get("labels") or {}),
+                "annotations": {**_OBSERVED, "kubevirt.io/vm-generation": str(md.get("generation", 1))},
                 "finalizers": [
                     "kubevirt.io/virtualMachineControllerFinalize",
                     "foregroundDeleteVirtualMachine",
                 ],
-                "ownerReferences": [
-                    Owner("VirtualMachine", vm_name, vm["metadata"]["uid"], "kubevirt.io/v1").ref()
-                ],
+                "ownerReferences": [Owner("VirtualMachine", md["name"], md["uid"], "kubevirt.io/v1").ref()],
             },
-            "spec": {**spec, "domain": {**domain, "firmware": {"uuid": ko.new_uid(rng)}}},
+            "spec": {
+                **spec,
+                "domain": {**spec["domain"], "firmware": {"uuid": ko.new_uid(self.cluster.rng)}},
+            },
             "status": {},
         }
-        ctl = self._controller(ns, vm_name, tmpl)
-        pod = c.spawn(ctl, node=node, created=at, startup=False)
-        vmi["status"] = {
+
+    def running_status(self, vmi: Obj, pod: Entry, at: float, stamps: list[Obj]) -> Obj:
+        """The status of a VMI whose guest runs in `pod` (since `at`)."""
+        rng = self.cluster.rng
+        spec, md = vmi["spec"], vmi["metadata"]
+        domain = spec["domain"]
+        node = pod.obj["spec"]["nodeName"]
+        shared = self._shared_disks.get((md["namespace"], md["name"]), True)
+        migratable, reason, message = _migratability(spec, shared)
+        memory = guest_memory(domain)
+        volumes = spec.get("volumes") or []
+        pod_ip = pod.obj["status"].get("podIP", "")
+        return {
             "phase": "Running",
             "nodeName": node,
             "activePods": {pod.obj["metadata"]["uid"]: node},
             "conditions": [
-                {"type": "Ready", "status": "True", "lastProbeTime": None, "lastTransitionTime": stamp},
+                {
+                    "type": "Ready",
+                    "status": "True",
+                    "lastProbeTime": None,
+                    "lastTransitionTime": ko.rfc3339(at),
+                },
                 {
                     "type": "LiveMigratable",
                     "status": "True" if migratable else "False",
@@ -192,8 +229,8 @@ class KubeVirt:
             "interfaces": [
                 {
                     "name": "default",
-                    "ipAddress": pod.obj["status"].get("podIP", ""),
-                    "ipAddresses": [pod.obj["status"].get("podIP", "")],
+                    "ipAddress": pod_ip,
+                    "ipAddresses": [pod_ip],
                     "mac": "02:" + ":".join(f"{rng.randrange(256):02x}" for _ in range(5)),
                     "infoSource": "domain, guest-agent",
                     "queueCount": 1,
@@ -201,34 +238,37 @@ class KubeVirt:
             ],
             "launcherContainerImageVersion": LAUNCHER,
             "migrationMethod": "LiveMigration"
-            if spec["volumes"][0].get("persistentVolumeClaim")
+            if volumes and volumes[0].get("persistentVolumeClaim")
             else "BlockMigration",
             "migrationTransport": "Unix",
-            "phaseTransitionTimestamps": [
-                {"phase": p, "phaseTransitionTimestamp": stamp}
-                for p in ("Pending", "Scheduling", "Scheduled", "Running")
-            ],
+            "phaseTransitionTimestamps": stamps,
             "qosClass": "Burstable",
             "runtimeUser": 107,
-            "currentCPUTopology": {"cores": domain["cpu"]["cores"], "sockets": 1, "threads": 1},
-            "memory": {
-                "guestAtBoot": domain["memory"]["guest"],
-                "guestCurrent": domain["memory"]["guest"],
-                "guestRequested": domain["memory"]["guest"],
-            },
-            "volumeStatus": [{"name": "rootdisk", "target": "vda"}],
+            "currentCPUTopology": {"cores": guest_cores(domain), "sockets": 1, "threads": 1},
+            "memory": {"guestAtBoot": memory, "guestCurrent": memory, "guestRequested": memory},
+            "volumeStatus": [
+                {"name": v["name"], "target": f"vd{chr(ord('a') + i)}"} for i, v in enumerate(volumes[:26])
+            ],
         }
-        entry = self.store.put("virtualmachineinstances", vmi)
-        self.vm_status(ns, vm_name, "Running", vmi)
-        return entry
+
+    def launcher_template(self, ns: str, vmi: str, vmi_uid: str, spec: Obj) -> PodTemplate:
+        """The virt-launcher pod of a VMI: the guest's cores and memory, its GPUs (devices
+        other than the nodes' `nvidia.com/gpu` are requested under their own resource name)."""
+        domain = spec["domain"]
+        devices = gpu_devices(domain)
+        extra = {d: str(devices.count(d)) for d in devices if d != ko.GPU}
+        return self._launcher_template(
+            ns, vmi, vmi_uid, guest_memory(domain), guest_cores(domain), devices.count(ko.GPU), extra
+        )
 
     def _launcher_template(
-        self, ns: str, vmi: str, vmi_uid: str, memory: str, cores: int, gpus: int
+        self, ns: str, vmi: str, vmi_uid: str, memory: str, cores: int, gpus: int, extra: dict[str, str]
     ) -> PodTemplate:
         limits = {
             "devices.kubevirt.io/kvm": "1",
             "devices.kubevirt.io/tun": "1",
             "devices.kubevirt.io/vhost-net": "1",
+            **extra,
         }
         mem_mib = ko.quantity_bytes(memory) // (1 << 20) + 300  # the guest plus virt-launcher's overhead
         return PodTemplate(
@@ -244,17 +284,21 @@ class KubeVirt:
             node_selector={"kubevirt.io/schedulable": "true"},
         )
 
-    def _controller(self, ns: str, vmi: str, tmpl: PodTemplate) -> Controller:
+    def controller(self, ns: str, vmi: str, tmpl: PodTemplate) -> Controller:
         ctl = Controller("VirtualMachineInstance", f"virt-launcher-{vmi}", tmpl)
         self.cluster.controllers[(ns, "VirtualMachineInstance", vmi)] = ctl
         return ctl
 
     def vm_status(self, ns: str, name: str, printable: str, vmi: Obj | None) -> None:
+        """What virt-controller writes in a VM's status: the printable status, `created` and
+        `ready`, the Ready condition (from the VMI's) and the VMI's other conditions."""
         entry = self.store.get("virtualmachines", ns, name)
         if entry is None:
             return
         at = ko.rfc3339(self.cluster.now())
         old = entry.obj.get("status") or {}
+        if entry.obj["metadata"].get("deletionTimestamp"):
+            printable = "Terminating"  # first in virt-controller's order of precedence
         ready = vmi is not None and printable in ("Running", "Migrating")
         conds: list[Obj] = [
             {
@@ -264,10 +308,14 @@ class KubeVirt:
                 "lastTransitionTime": at,
             }
         ]
-        if not ready:
+        vmi_conds: list[Obj] = (vmi or {}).get("status", {}).get("conditions") or []
+        vmi_ready = next((c for c in vmi_conds if c["type"] == "Ready" and c.get("reason")), None)
+        if not ready and vmi_ready is not None:
+            conds[0] |= {"reason": vmi_ready["reason"], "message": vmi_ready.get("message", "")}
+        elif not ready:
             conds[0] |= {"reason": "VMINotExists", "message": "VMI does not exist"}
-        if vmi is not None:
-            conds += [c for c in vmi["status"]["conditions"] if c["type"] == "LiveMigratable"]
+        conds += [dict(c) for c in vmi_conds if c["type"] != "Ready"]
+        template = entry.obj["spec"]["template"]["spec"]
         status: Obj = {
             "printableStatus": printable,
             "ready": ready,
@@ -275,19 +323,13 @@ class KubeVirt:
             "conditions": conds,
             "desiredGeneration": 1,
             "observedGeneration": 1,
-            "runStrategy": entry.obj["spec"]["runStrategy"],
-            "volumeSnapshotStatuses": [
-                {
-                    "name": "rootdisk",
-                    "enabled": False,
-                    "reason": "No VolumeSnapshotClass: Volume snapshots are not configured for "
-                    "this StorageClass [local] [rootdisk]",
-                }
-            ],
+            "runStrategy": run_strategy(entry.obj["spec"]),
+            "volumeSnapshotStatuses": [_snapshot_status(v) for v in template.get("volumes") or []],
         }
         if old.get("printableStatus") == printable and old.get("ready") == ready:
             for c_old, c_new in zip(old.get("conditions", []), conds, strict=False):
-                c_new["lastTransitionTime"] = c_old.get("lastTransitionTime")
+                if c_old.get("type") == c_new["type"]:
+                    c_new["lastTransitionTime"] = c_old.get("lastTransitionTime")
         if status != old:
             self.store.set_path("virtualmachines", ns, name, ("status",), status)
 
@@ -345,6 +387,18 @@ class KubeVirt:
             429, "TooManyRequests", EVICTION_WEBHOOK + f'Eviction triggered evacuation of VMI "{ns}/{name}"'
         )
 
+    def create(self, plural: str, ns: str, body: Obj) -> bytes:
+        """POST of one of `WRITABLE`: the created object's JSON."""
+        if plural == "virtualmachines":
+            return self.vms.create(ns, body).raw
+        return orjson.dumps(self.create_migration(ns, body))
+
+    def delete(self, plural: str, ns: str, name: str) -> bytes:
+        """DELETE of one of `WRITABLE`: the object as marked for deletion."""
+        if plural == "virtualmachines":
+            return self.vms.delete(ns, name).raw
+        return orjson.dumps(self.delete_migration(ns, name))
+
     def create_migration(self, ns: str, body: Obj) -> Obj:
         """POST a VirtualMachineInstanceMigration (see `kubevirt_migrations`)."""
         return self.migrations.create(ns, body)
@@ -360,6 +414,8 @@ class KubeVirt:
             return
         if pod.obj["metadata"]["uid"] not in vmi.obj["status"].get("activePods", {}):
             return
+        if vmi.obj["metadata"].get("deletionTimestamp"):
+            return  # the VM (or VMI) is being deleted: `kubevirt_vms` removes it
         ns, name = vmi.namespace, vmi.name
         for m in self.migrations.of_vmi(ns, name):
             self.migrations.finish(m, "Failed", "source pod terminated")
@@ -367,10 +423,22 @@ class KubeVirt:
         self.store.delete("virtualmachineinstances", ns, name)
         self.cluster.controllers.pop((ns, "VirtualMachineInstance", name), None)
         vm = self.store.get("virtualmachines", ns, name)
-        if vm is not None and vm.obj["spec"].get("runStrategy") == "Always":
+        if vm is not None and run_strategy(vm.obj["spec"]) == "Always":
             self._start_vmi(ns, name, self.cluster.now(), avoid=pod.obj["spec"].get("nodeName"))
         elif vm is not None:
             self.vm_status(ns, name, "Stopped", None)
+
+
+def _snapshot_status(volume: Obj) -> Obj:
+    name = volume["name"]
+    if "persistentVolumeClaim" in volume or "dataVolume" in volume:
+        reason = (
+            "No VolumeSnapshotClass: Volume snapshots are not configured for this StorageClass "
+            f"[local] [{name}]"
+        )
+    else:
+        reason = f"Snapshot is not supported for this volumeSource type [{name}]"
+    return {"name": name, "enabled": False, "reason": reason}
 
 
 def _migratability(spec: Obj, shared_disks: bool) -> tuple[bool, str | None, str | None]:
@@ -394,4 +462,4 @@ def _migratability(spec: Obj, shared_disks: bool) -> tuple[bool, str | None, str
     return True, None, None
 
 
-__all__ = ["PHASES", "KubeVirt"]
+__all__ = ["PHASES", "WRITABLE", "KubeVirt"]

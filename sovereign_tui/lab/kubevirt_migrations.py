@@ -84,6 +84,10 @@ class Migrations:
             )
         if vmi.obj["status"].get("phase") in FINAL:
             raise KubeError(422, "Invalid", MIGRATION_WEBHOOK + "Cannot migrated VMI in finalized state.")
+        if vmi.obj["status"].get("phase") != "Running":  # still starting (see `kubevirt_vms`)
+            raise KubeError(
+                422, "Invalid", MIGRATION_WEBHOOK + f"Cannot migrate VMI {vmi_name}: it is not running yet."
+            )
         migratable, reason, message = migratable_condition(vmi.obj)
         if not migratable:
             raise KubeError(

@@ -305,7 +305,9 @@ def _kubevirt(ctx: PlanContext, req: ProvisionRequest) -> Plan:
         req,
         StepKind.KUBEVIRT_CREATE_VM,
         f"{req.namespace}/{req.name}",
-        f"create VM {req.namespace}/{req.name} ({req.cores} cores, {req.memory})",
+        f"create VM {req.namespace}/{req.name} ({req.cores} cores, {req.memory}"
+        + (f", {req.gpus} GPU passthrough" if req.gpus else "")
+        + "), start it and wait until it runs",
         params,
         f"workload:kubevirt-vm/{req.namespace}/{req.name}",
     )

@@ -1,15 +1,19 @@
 """KubeVirt steps through the kubernetes client's CustomObjectsApi: live migrations
 (VirtualMachineInstanceMigration objects, followed through their phases), evacuation of a
 LiveMigrate VM by evicting its launcher pod (KubeVirt answers that eviction 429 on purpose and
-migrates the VM: progress, not a refusal), and VirtualMachine creation.
+migrates the VM: progress, not a refusal), and VirtualMachine creation, followed through its VMI's
+start phases (Pending, Scheduling, Scheduled, Running) with the scheduler's reason while no node
+has room; a VM not yet running when the step times out or is cancelled is deleted.
 
-A migration this adapter creates carries the operation and step in an annotation, so after a
-crash it is found again (and followed, not made twice) even if its generated name was not yet
-recorded. Cancelling deletes the migration, which aborts it; the VM stays where it was.
+A migration or VM this adapter creates carries the operation and step in an annotation, so after
+a crash it is found again (and followed, not made twice) even if its name was not yet recorded; a
+VM of that name the operation did not make is not taken over. Cancelling a migration deletes it,
+which aborts it; the VM stays where it was.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 from sovereign_tui.ops.actions.base import StepContext, StepFailed, one_line
@@ -21,6 +25,8 @@ GROUP, VERSION = "kubevirt.io", "v1"
 VMIS, VMIMS, VMS = "virtualmachineinstances", "virtualmachineinstancemigrations", "virtualmachines"
 OWNER = "sovereign-tui/operation"
 FINAL = ("Succeeded", "Failed")
+START_FRACTION = {"Pending": 0.1, "Scheduling": 0.3, "Scheduled": 0.7}
+"""How far a new VM is when its VMI is in each start phase (Running: done)."""
 
 
 class KubeVirtActions:
@@ -46,6 +52,8 @@ class KubeVirtActions:
         raise StepFailed(f"kubevirt: no action for {kind}")
 
     async def cancel(self, ctx: StepContext) -> str | None:
+        if ctx.step.kind == StepKind.KUBEVIRT_CREATE_VM:
+            return await self._undo_create(ctx)
         if ctx.step.kind not in (StepKind.KUBEVIRT_MIGRATE, StepKind.KUBEVIRT_EVACUATE):
             return None
         custom = await self.custom()
@@ -190,20 +198,114 @@ class KubeVirtActions:
         ctx.progress("eviction answered 429 by KubeVirt: evacuation migration started")
 
     async def _create_vm(self, ctx: StepContext) -> str:
+        """Create the VM (once: it carries this step's tag) and follow its VMI to Running."""
         custom = await self.custom()
         p = ctx.params
         ns, name = p["namespace"], p["name"]
-        got = await kcall(custom.get_namespaced_custom_object, GROUP, VERSION, ns, VMS, name, expect=(404,))
-        if isinstance(got, Refusal):
-            await kcall(custom.create_namespaced_custom_object, GROUP, VERSION, ns, VMS, vm_manifest(p))
+        vm = await self._get(custom, ns, VMS, name)
+        if vm is None and ctx.data.get("vm_uid"):
+            raise StepFailed(f"VM {ns}/{name} was deleted before it ran")
+        if vm is None:
+            vm = await self._post_vm(ctx, custom, ns, name)
+        if _annotation(vm, OWNER) != _tag(ctx):
+            raise StepFailed(
+                f"VM {ns}/{name} already exists and this operation did not make it; choose another name"
+            )
+        if ctx.data.get("vm_uid") != vm["metadata"]["uid"]:
+            ctx.note(vm_uid=vm["metadata"]["uid"])
+        said = ""
         while True:
             vmi = await self._vmi(custom, ns, name)
-            phase = (vmi or {}).get("status", {}).get("phase")
-            if phase == "Running":
-                return f"VM {ns}/{name} running on {_node(vmi or {})}"
-            if phase == "Failed":
-                raise StepFailed(f"VM {ns}/{name} failed to start")
-            await ctx.pause(f"VMI {phase or 'not created yet'}")
+            phase = _phase(vmi) if vmi is not None else None
+            if vmi is not None and phase == "Running":
+                return f"VM {ns}/{name} running on {_node(vmi)}"
+            if phase in FINAL:
+                raise StepFailed(f"VM {ns}/{name}: its VMI {str(phase).lower()}: {_start_state(vmi)}")
+            if vmi is None and await self._get(custom, ns, VMS, name) is None:
+                raise StepFailed(f"VM {ns}/{name} was deleted before it ran")
+            state = _start_state(vmi)
+            if state != said:  # each new phase once in the journal, as it happens
+                ctx.note(vmi_state=state)
+                said = state
+            await ctx.pause(f"VMI {state}", START_FRACTION.get(phase or "", 0.05))
+
+    async def _post_vm(self, ctx: StepContext, custom: Any, ns: str, name: str) -> dict[str, Any]:
+        p = ctx.params
+        device = None
+        if int(p.get("gpus") or 0):
+            device = ctx.data.get("gpu_device") or p.get("gpu_device") or await self._gpu_resource()
+            ctx.note(gpu_device=device)
+        body = vm_manifest(p, gpu_device=device, owner=_tag(ctx))
+        got = await kcall(
+            custom.create_namespaced_custom_object, GROUP, VERSION, ns, VMS, body, expect=(403, 404, 409, 422)
+        )
+        if isinstance(got, Refusal) and got.status == 409:
+            again = await self._get(custom, ns, VMS, name)
+            if again is not None:
+                return again
+        if isinstance(got, Refusal):
+            raise StepFailed(f"KubeVirt refused VM {ns}/{name}: {got.message}")
+        ctx.progress(f"VM {ns}/{name} created")
+        return dict(got)
+
+    async def _gpu_resource(self) -> str:
+        """The GPU resource the nodes advertise for passthrough (`nvidia.com/...`), the most
+        plentiful one; a VM asking for another would never be scheduled."""
+        core = await self.kubernetes.core()
+        nodes = await kcall(core.list_node)
+        totals: Counter[str] = Counter()
+        for n in nodes.items:
+            for key, value in ((n.status and n.status.allocatable) or {}).items():
+                if key.startswith("nvidia.com/") and str(value).isdigit():
+                    totals[key] += int(value)
+        if not totals:
+            raise StepFailed(
+                "no Kubernetes node advertises an nvidia.com/ GPU resource: the VM's GPUs cannot be placed"
+            )
+        return max(totals, key=lambda k: (totals[k], k))
+
+    async def _undo_create(self, ctx: StepContext) -> str | None:
+        """A VM this step made that is not running yet is deleted (it would start later, unasked)."""
+        custom = await self.custom()
+        ns, name = ctx.params["namespace"], ctx.params["name"]
+        vm = await self._get(custom, ns, VMS, name)
+        if vm is None or _annotation(vm, OWNER) != _tag(ctx):
+            return None
+        vmi = await self._vmi(custom, ns, name)
+        if vmi is not None and _phase(vmi) == "Running":
+            return f"VM {ns}/{name} runs on {_node(vmi)}: left in place"
+        await kcall(custom.delete_namespaced_custom_object, GROUP, VERSION, ns, VMS, name, expect=(404,))
+        return f"VMI was still {_start_state(vmi)}; deleted VM {ns}/{name}"
+
+    async def _get(self, custom: Any, ns: str, plural: str, name: str) -> dict[str, Any] | None:
+        got = await kcall(
+            custom.get_namespaced_custom_object, GROUP, VERSION, ns, plural, name, expect=(404,)
+        )
+        return None if isinstance(got, Refusal) else dict(got)
+
+
+def _tag(ctx: StepContext) -> str:
+    return f"{ctx.op_id}/{ctx.step.index}"
+
+
+def _annotation(obj: dict[str, Any], key: str) -> str | None:
+    value = ((obj.get("metadata") or {}).get("annotations") or {}).get(key)
+    return None if value is None else str(value)
+
+
+def _start_state(vmi: dict[str, Any] | None) -> str:
+    """Where a starting VMI is, in one line: its phase, node, and why it waits if it says."""
+    if vmi is None:
+        return "not created yet"
+    status = vmi.get("status") or {}
+    text = status.get("phase") or "Pending"
+    if status.get("nodeName"):
+        text += f" on {status['nodeName']}"
+    for c in status.get("conditions") or []:
+        if c.get("type") == "PodScheduled" and c.get("status") == "False":
+            why = str(c.get("message") or c.get("reason") or "")
+            text += f" ({c.get('reason') or 'unschedulable'}: {why.split(' preemption:')[0]})"
+    return one_line(text)
 
 
 def _phase(mig: dict[str, Any]) -> str | None:
@@ -214,18 +316,23 @@ def _node(vmi: dict[str, Any]) -> str | None:
     return (vmi.get("status") or {}).get("nodeName")
 
 
-def vm_manifest(p: dict[str, str]) -> dict[str, Any]:
+def vm_manifest(
+    p: dict[str, str], *, gpu_device: str | None = None, owner: str | None = None
+) -> dict[str, Any]:
+    """The VirtualMachine a create step posts: runStrategy Always, a containerDisk root disk, the
+    GPUs as `gpu_device` (the nodes' passthrough resource), tagged with the step that made it."""
     gpus = int(p.get("gpus") or 0)
     devices: dict[str, Any] = {"disks": [{"name": "rootdisk", "disk": {"bus": "virtio"}}]}
     if gpus:
-        devices["gpus"] = [
-            {"name": f"gpu{i}", "deviceName": p.get("gpu_device", "nvidia.com/GH100_H100_SXM5_80GB")}
-            for i in range(gpus)
-        ]
+        device = gpu_device or p.get("gpu_device") or "nvidia.com/gpu"
+        devices["gpus"] = [{"name": f"gpu{i}", "deviceName": device} for i in range(gpus)]
+    metadata: dict[str, Any] = {"name": p["name"], "namespace": p["namespace"]}
+    if owner:
+        metadata["annotations"] = {OWNER: owner}
     return {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": "VirtualMachine",
-        "metadata": {"name": p["name"], "namespace": p["namespace"]},
+        "metadata": metadata,
         "spec": {
             "runStrategy": "Always",
             "template": {
