@@ -24,6 +24,7 @@ from typing import Any
 import aiohttp
 import orjson
 
+from collectors.base import SDK_IMPORT_LOCK
 from sovereign_tui.poller import PollError
 
 IN_CLUSTER = "in-cluster service account"
@@ -97,9 +98,10 @@ def _ssl_context(cfg: Any) -> ssl.SSLContext | None:
 
 def load_conn(ref: KubeRef) -> KubeConn:
     """Read the kubeconfig with the kubernetes client's loader (blocking: run it off the loop)."""
-    from kubernetes import client
-    from kubernetes import config as kube_config
-    from kubernetes.config.config_exception import ConfigException
+    with SDK_IMPORT_LOCK:
+        from kubernetes import client
+        from kubernetes import config as kube_config
+        from kubernetes.config.config_exception import ConfigException
 
     config: Any = kube_config  # untyped
     cfg: Any = client.Configuration()

@@ -16,6 +16,7 @@ from typing import Any
 import aiohttp
 import orjson
 
+from collectors.base import SDK_IMPORT_LOCK
 from sovereign_tui.model import Observation
 from sovereign_tui.poller import PollContext, PollError, Target
 
@@ -63,10 +64,11 @@ class CloudSession:
         return region.get_session()
 
     def _token_and_endpoint(self, service_type: str, refused: str | None) -> tuple[str, str]:
-        from keystoneauth1 import exceptions as ks
+        with SDK_IMPORT_LOCK:
+            from keystoneauth1 import exceptions as ks
 
-        if self._session is None:
-            self._session = self._load()
+            if self._session is None:
+                self._session = self._load()
         session = self._session
         if refused is not None and refused == self._token:
             session.invalidate()  # only once for the collectors that all saw the same 401
