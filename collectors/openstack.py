@@ -180,6 +180,11 @@ def _fault(body: bytes) -> str:
                 return f": {inner.get('faultstring', '')}"
             except orjson.JSONDecodeError:
                 return f": {doc['error_message']}"
+        errors = doc.get("errors")  # Placement (and the API-SIG guideline): errors[].detail
+        if isinstance(errors, list) and errors and isinstance(errors[0], dict):
+            detail = errors[0].get("detail") or errors[0].get("title")
+            if isinstance(detail, str):
+                return f": {' '.join(detail.split())}"
     return ""
 
 

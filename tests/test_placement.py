@@ -253,6 +253,20 @@ async def test_a_malformed_answer_marks_placement_down_and_keeps_the_last_alloca
         await rig.poller.close()
 
 
+async def test_an_error_answer_quotes_placements_own_detail(lab: Lab, tmp_path: Path) -> None:
+    rig = Rig(lab, lab.write_config(tmp_path).clouds_yaml)
+    try:
+        lab.faults.set("placement", error_rate=1.0, error_status=503)
+        await rig.poll()
+        up, error = rig.health(TARGET)
+        assert up is False and error is not None
+        assert error.startswith("placement: ") and "503" in error
+        assert error.endswith(": Injected fault"), error  # the detail of Placement's errors[] body
+        assert rig.health("nova:sovereign-lab") == (True, None)
+    finally:
+        await rig.poller.close()
+
+
 # --- pure parts ------------------------------------------------------------------------------------
 
 
