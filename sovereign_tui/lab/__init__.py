@@ -1,6 +1,6 @@
 """The embedded lab: a simulated sovereign cloud on loopback that speaks the real APIs.
 
-`Lab` (in `server`) runs Keystone, Nova and Ironic over one deterministic `Scenario`;
+`Lab` (in `server`) runs Keystone, Nova, Placement and Ironic over one deterministic `Scenario`;
 `run_lab` is what ``sovereign-tui lab`` runs. Imports are lazy so that importing one part of the
 lab (say the SSH targets) does not load the others.
 """
