@@ -15,6 +15,7 @@ import msgspec
 
 from sovereign_tui.clock import Clock, SystemClock
 from sovereign_tui.config import Settings, state_home
+from sovereign_tui.daemon.roles import actor_name
 from sovereign_tui.ops.audit import AuditLog
 
 AuditEvent = dict[str, Any]
@@ -40,7 +41,8 @@ def audit_log_path(settings: Settings) -> Path:
 class OpsAuditSink:
     """Console and feed events as records of the operations audit log.
 
-    ``who`` is the operator (for a refused login: the user name tried), ``action`` the event,
+    ``who`` is the operator as the engine names it (``ssh:NAME`` for a console session; for a
+    refused login: the user name tried), ``action`` the event,
     ``target`` what it was about (``console`` for SSH events, ``feed`` for the socket),
     ``result`` ``refused`` or ``ok`` (``failed`` for a request the engine turned down), and
     ``detail`` the rest as compact JSON (address, reason, key fingerprint...).
@@ -52,7 +54,9 @@ class OpsAuditSink:
     def append(self, event: AuditEvent) -> None:
         rest = dict(event)
         action = str(rest.pop("event"))
-        who = rest.pop("operator", None) or rest.get("user") or "-"
+        operator = rest.pop("operator", None)
+        # the name the journal and the engine's records give the same operator (ssh:NAME)
+        who = actor_name(str(operator), str(rest.get("via"))) if operator else rest.get("user") or "-"
         role = rest.pop("role", None) or "-"
         target = rest.pop("target", None) or ("console" if rest.get("via") == "ssh" else "feed")
         ok = rest.pop("ok", True)

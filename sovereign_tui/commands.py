@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from sovereign_tui.cli import run_async
 from sovereign_tui.config import Settings
 from sovereign_tui.export import to_json
 from sovereign_tui.model import Snapshot
 from sovereign_tui.runtime import Runtime
+
+if TYPE_CHECKING:
+    from sovereign_tui.app import SovereignApp
+    from sovereign_tui.clock import Clock
+    from sovereign_tui.daemon.protocol import Welcome
 
 
 def _report_unhealthy(snapshot: Snapshot, err: TextIO) -> None:
@@ -74,15 +80,34 @@ def _write(stdout: TextIO, snapshot: Snapshot, fmt: str = "json") -> None:
     stdout.flush()
 
 
+def attached_app(
+    socket: str | os.PathLike[str], *, token: str | None = None, clock: Clock | None = None
+) -> SovereignApp:
+    """The console on a daemon's feed (``--attach``). Its operations run in the daemon, as this
+    session (`RemoteOperations`); its action keys follow the role the daemon's welcome gives it,
+    none until the daemon has answered. `token`: a console session's (else from the environment)."""
+    from sovereign_tui.app import SovereignApp
+    from sovereign_tui.daemon.feed_client import FeedClient
+    from sovereign_tui.daemon.remote_ops import RemoteOperations, actor_of
+    from sovereign_tui.gpu_analytics import GpuHistory
+
+    history = GpuHistory()  # seeded by the daemon's: sparklines and idle flags from the start
+    client = FeedClient(socket, token=token, clock=clock, history=history)
+    app = SovereignApp(client, clock=clock, history=history, operations=RemoteOperations(client))
+
+    def welcomed(welcome: Welcome) -> None:
+        app.actor = actor_of(welcome)
+        app.refresh_bindings()
+
+    client.on_welcome = welcomed
+    return app
+
+
 def run_tui(settings: Settings, attach: str | None = None) -> int:
     from sovereign_tui.app import SovereignApp
 
     if attach is not None:
-        from sovereign_tui.daemon.feed_client import FeedClient
-        from sovereign_tui.gpu_analytics import GpuHistory
-
-        history = GpuHistory()  # seeded by the daemon's: sparklines and idle flags from the start
-        attached = SovereignApp(FeedClient(attach, history=history), history=history)
+        attached = attached_app(attach)
         attached.run()
         return attached.return_code or 0
     from sovereign_tui.ops_gateway import OperationError, local_backend

@@ -5,6 +5,11 @@
 daemon restart. While the daemon cannot be reached it republishes the last snapshot with every
 entity marked stale and a ``feed`` source that is down with the reason, so old data is never
 shown as fresh, and it keeps trying to reconnect.
+
+Requests (`request`, `query`) are answered by id. A start or resume that the daemon accepts comes
+with a `RunChannel` (`start_run`): the operation's events and its end, as the daemon forwards
+them; the channel ends with `lost` set when the connection drops (the operation goes on in the
+daemon).
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import contextlib
 import itertools
 import logging
 import os
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from pathlib import Path
 
 import msgspec
@@ -25,13 +30,18 @@ from sovereign_tui.daemon.protocol import (
     Goodbye,
     Hello,
     HistoryFrame,
+    OperationDone,
+    OperationEventFrame,
     OperationRequest,
     OperationResult,
+    QueryRequest,
+    QueryResult,
     SnapshotFrame,
     Welcome,
 )
 from sovereign_tui.gpu_analytics import GpuHistory
 from sovereign_tui.model import EMPTY_SNAPSHOT, Entity, Snapshot, SourceHealth
+from sovereign_tui.ops.executor import OpEvent
 
 log = logging.getLogger("sovereign_tui.feed_client")
 
@@ -94,6 +104,57 @@ async def snapshot_frames(
             await writer.wait_closed()
 
 
+class RunChannel:
+    """An operation running in the daemon, as this client follows it: its events (every one from
+    the start, then live ones) and how it ended (`done`), or why it can no longer be followed
+    (`lost`)."""
+
+    def __init__(self, op_id: str) -> None:
+        self.op_id = op_id
+        self.history: list[OpEvent] = []
+        self.done: OperationDone | None = None
+        self.lost: str | None = None
+        self._over = asyncio.Event()
+        self._queues: list[asyncio.Queue[OpEvent | None]] = []
+
+    @property
+    def over(self) -> bool:
+        return self._over.is_set()
+
+    def _event(self, event: OpEvent) -> None:
+        self.history.append(event)
+        for q in self._queues:
+            q.put_nowait(event)
+
+    def _end(self, done: OperationDone | None, lost: str | None) -> None:
+        if self.over:
+            return
+        self.done, self.lost = done, lost
+        self._over.set()
+        for q in self._queues:
+            q.put_nowait(None)
+
+    async def events(self) -> AsyncIterator[OpEvent]:
+        q: asyncio.Queue[OpEvent | None] = asyncio.Queue()
+        for past in self.history:
+            q.put_nowait(past)
+        if self.over:
+            q.put_nowait(None)
+        self._queues.append(q)
+        try:
+            while (event := await q.get()) is not None:
+                yield event
+        finally:
+            self._queues.remove(q)
+
+    async def ended(self) -> None:
+        await self._over.wait()
+
+
+_Answer = OperationResult | QueryResult
+_Request = OperationRequest | QueryRequest
+
+
 class FeedClient:
     """A `SnapshotFeed` read from the daemon's socket, for `sovereign-tui --attach`."""
 
@@ -121,10 +182,16 @@ class FeedClient:
         self._changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._writer: asyncio.StreamWriter | None = None
-        self._pending: dict[str, asyncio.Future[OperationResult]] = {}
+        self._pending: dict[
+            str, tuple[asyncio.Future[tuple[_Answer, RunChannel | None]], _Request, bool]
+        ] = {}
+        """Request id -> its answer to come, the request, and whether it starts a run to follow."""
+        self._runs: dict[str, RunChannel] = {}
         self._ids = itertools.count(1)
         self.welcome: Welcome | None = None
         """Who the daemon takes this client to be, once connected."""
+        self.on_welcome: Callable[[Welcome], None] | None = None
+        """Called with each welcome (after every reconnection)."""
         self.last_error: str | None = None
 
     # --- SnapshotFeed -------------------------------------------------------------------------
@@ -143,13 +210,31 @@ class FeedClient:
 
     async def request(self, request: OperationRequest) -> OperationResult:
         """Send an operation request; the daemon's answer (a refusal when not connected)."""
+        result, _ = await self.start_run(request) if request.starts_run else (await self._ask(request), None)
+        assert isinstance(result, OperationResult)
+        return result
+
+    async def start_run(self, request: OperationRequest) -> tuple[OperationResult, RunChannel | None]:
+        """A start or resume: the answer, and the run to follow when the daemon accepted it."""
+        answer, run = await self._send(request, follows=request.starts_run)
+        assert isinstance(answer, OperationResult)
+        return answer, run
+
+    async def query(self, request: QueryRequest) -> QueryResult:
+        answer = await self._ask(request)
+        assert isinstance(answer, QueryResult)
+        return answer
+
+    async def _ask(self, request: _Request) -> _Answer:
+        answer, _ = await self._send(request, follows=False)
+        return answer
+
+    async def _send(self, request: _Request, *, follows: bool) -> tuple[_Answer, RunChannel | None]:
         self.start()
         if self._writer is None:
-            return OperationResult(
-                id=request.id, ok=False, error=f"not connected to the daemon at {self.path}"
-            )
-        future: asyncio.Future[OperationResult] = asyncio.get_running_loop().create_future()
-        self._pending[request.id] = future
+            return _refused(request, f"not connected to the daemon at {self.path}"), None
+        future: asyncio.Future[tuple[_Answer, RunChannel | None]] = asyncio.get_running_loop().create_future()
+        self._pending[request.id] = (future, request, follows)
         self._writer.write(protocol.encode(request))
         return await future
 
@@ -203,26 +288,44 @@ class FeedClient:
                 elif isinstance(message, Welcome):
                     self.welcome = message
                     self.last_error = None
+                    if self.on_welcome is not None:
+                        self.on_welcome(message)
                 elif isinstance(message, HistoryFrame):
                     if self.history is not None:
                         self.history.restore(message.gpus)
-                elif isinstance(message, OperationResult):
-                    future = self._pending.pop(message.id, None)
-                    if future is not None and not future.done():
-                        future.set_result(message)
+                elif isinstance(message, OperationResult | QueryResult):
+                    self._answered(message)
+                elif isinstance(message, OperationEventFrame):
+                    if (run := self._runs.get(message.event.op_id)) is not None:
+                        run._event(message.event)
+                elif isinstance(message, OperationDone):
+                    if (run := self._runs.pop(message.op_id, None)) is not None:
+                        run._end(message, None)
                 else:
                     raise FeedError(f"{self.path}: the daemon closed the connection: {message.reason}")
         finally:
             writer.close()
 
+    def _answered(self, answer: _Answer) -> None:
+        pending = self._pending.pop(answer.id, None)
+        if pending is None or pending[0].done():
+            return
+        future, _, follows = pending
+        run = None
+        if follows and isinstance(answer, OperationResult) and answer.ok and answer.operation_id:
+            run = self._runs[answer.operation_id] = RunChannel(answer.operation_id)  # before its events
+        future.set_result((answer, run))
+
     def _disconnected(self) -> None:
         self._writer = None
-        for request_id, future in self._pending.items():
+        lost = "the connection to the daemon was lost"
+        for future, request, _ in self._pending.values():
             if not future.done():
-                future.set_result(
-                    OperationResult(id=request_id, ok=False, error="the connection to the daemon was lost")
-                )
+                future.set_result((_refused(request, lost), None))
         self._pending.clear()
+        for run in self._runs.values():
+            run._end(None, f"{lost} at {self.path}; the operation goes on there (see Operations)")
+        self._runs.clear()
 
     def _publish(self, snapshot: Snapshot) -> None:
         self._fresh = snapshot
@@ -255,6 +358,12 @@ class FeedClient:
             sources=(*[s for s in base.sources if s.target != FEED_TARGET], down),
         )
         self._changed.set()
+
+
+def _refused(request: _Request, error: str) -> _Answer:
+    if isinstance(request, QueryRequest):
+        return QueryResult(id=request.id, ok=False, error=error)
+    return OperationResult(id=request.id, ok=False, error=error)
 
 
 def stale_snapshot(snapshot: Snapshot) -> Snapshot:

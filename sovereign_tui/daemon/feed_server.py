@@ -12,6 +12,11 @@ Who a client is comes from the daemon, never from the client: a console session'
 by the daemon to the TUI process it started) or, without one, the socket peer's user id, which
 must be the daemon's own (or root) and gets `ServeSettings.local_role`. Operation requests are
 checked against that role here, before any gateway sees them.
+
+Requests are answered concurrently (up to `MAX_IN_FLIGHT` per client: a slow plan does not hold a
+cancel back). A start or resume that the gateway accepts is followed for the client that asked:
+its events go into that client's queue after the answer, and stop when the client goes; the
+operation itself goes on in the gateway.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import socket
 import stat
 import struct
 from collections import deque
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,8 +43,12 @@ from sovereign_tui.daemon.protocol import (
     Goodbye,
     Hello,
     HistoryFrame,
+    OperationDone,
+    OperationEventFrame,
     OperationRequest,
     OperationResult,
+    QueryRequest,
+    QueryResult,
     Welcome,
 )
 from sovereign_tui.daemon.roles import Identity
@@ -51,8 +61,10 @@ from sovereign_tui.ops.roles import PermissionDenied, allowed
 
 log = logging.getLogger("sovereign_tui.feed")
 
-MAX_UNANSWERED = 64
-"""Results queued for a client that is not reading before it is dropped."""
+MAX_QUEUED = 1024
+"""Frames (answers, operation events) queued for a client that is not reading before it is dropped."""
+MAX_IN_FLIGHT = 8
+"""Requests of one client answered at once; its further lines wait to be read."""
 SOCKET_PATH_MAX = 107
 
 
@@ -77,6 +89,8 @@ class FeedConnection:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     outbox: deque[bytes] = field(default_factory=deque)
     closing: str | None = None
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    """Its requests being answered and the operations it follows."""
 
 
 class FeedServer:
@@ -190,6 +204,10 @@ class FeedServer:
         finally:
             self._clients.discard(client)
             self._handlers.discard(task)
+            for work in list(client.tasks):  # operations run on: only the following stops
+                work.cancel()
+            if client.tasks:
+                await asyncio.gather(*client.tasks, return_exceptions=True)
             if client.token is not None and client.identity is not None:
                 self._record(_event("feed.detach", client.identity, reason=client.closing))
             await _goodbye(writer, client.closing)
@@ -274,6 +292,7 @@ class FeedServer:
                 client.blocked = False
 
     async def _receive(self, client: FeedConnection, reader: asyncio.StreamReader) -> None:
+        slots = asyncio.Semaphore(MAX_IN_FLIGHT)
         while True:
             line = await _read_line(reader)
             if line is None:
@@ -281,29 +300,88 @@ class FeedServer:
             message = _decode(line)
             if isinstance(message, Hello):
                 raise _Closing("a second hello")
+            await slots.acquire()
+            self._spawn(client, self._answer(client, message, slots))
+
+    def _spawn(self, client: FeedConnection, work: Coroutine[object, object, None]) -> None:
+        if client.closing is not None:  # gone while its request was answered: nobody to follow for
+            work.close()
+            return
+        task = asyncio.ensure_future(work)
+        client.tasks.add(task)
+        task.add_done_callback(client.tasks.discard)
+
+    def _push(self, client: FeedConnection, frame: bytes) -> None:
+        if client.closing is not None:
+            return
+        if len(client.outbox) >= MAX_QUEUED:
+            self._drop(client, f"{MAX_QUEUED} frames waiting: the client does not read")
+            return
+        client.outbox.append(frame)
+        client.wake.set()
+
+    async def _answer(
+        self, client: FeedConnection, message: OperationRequest | QueryRequest, slots: asyncio.Semaphore
+    ) -> None:
+        try:
+            if isinstance(message, QueryRequest):
+                self._push(client, protocol.encode(await self._query(client, message)))
+                return
             result = await self._operation(client, message)
-            if len(client.outbox) >= MAX_UNANSWERED:
-                raise _Closing(f"{MAX_UNANSWERED} results waiting: the client does not read")
-            client.outbox.append(protocol.encode(result))
-            client.wake.set()
+            self._push(client, protocol.encode(result))
+            if result.ok and result.operation_id is not None and message.starts_run:
+                frames = self._gateway.follow(result.operation_id)  # at once: no event is missed
+                if frames is not None:
+                    self._spawn(client, self._forward(client, frames))
+        finally:
+            slots.release()
+
+    async def _forward(
+        self, client: FeedConnection, frames: AsyncIterator[OperationEventFrame | OperationDone]
+    ) -> None:
+        async for frame in frames:
+            self._push(client, protocol.encode(frame))
 
     async def _operation(self, client: FeedConnection, request: OperationRequest) -> OperationResult:
         who = client.identity
         assert who is not None
-        detail = {"kind": request.kind, "target": request.target, "request": request.id}
-        denied = next((a for a in request.actions if not allowed(who.role, a)), None)
-        if denied is not None:
-            reason = str(PermissionDenied(who.operator, who.role, denied))
+        detail: dict[str, object] = {"kind": request.kind, "target": request.target, "request": request.id}
+        if request.dry_run:
+            detail["dry_run"] = "true"
+        reason = self._refusal(who, request.actions)
+        if reason is not None:
             self._record(_event("operation.refused", who, reason=reason, **detail))
             log.warning("refused %s of %s by %s: %s", request.kind, request.target, who.operator, reason)
-            return OperationResult(id=request.id, ok=False, error=reason)
+            return OperationResult(id=request.id, ok=False, error=reason, error_kind="denied")
         try:
             result = await self._gateway.submit(who, request)
         except Exception as exc:
             log.exception("operations gateway failed on %s", request.id)
             result = OperationResult(id=request.id, ok=False, error=f"the operation failed to start: {exc}")
+        detail["operation"] = result.operation_id
         self._record(_event("operation.requested", who, ok=result.ok, reason=result.error, **detail))
         return result
+
+    async def _query(self, client: FeedConnection, request: QueryRequest) -> QueryResult:
+        """Read-only: not audited, but refused (and that audited) where the role may not."""
+        who = client.identity
+        assert who is not None
+        reason = self._refusal(who, request.actions)
+        if reason is not None:
+            self._record(
+                _event("operation.refused", who, reason=reason, kind=request.what, request=request.id)
+            )
+            return QueryResult(id=request.id, ok=False, error=reason, error_kind="denied")
+        try:
+            return await self._gateway.query(who, request)
+        except Exception as exc:
+            log.exception("operations gateway failed on %s", request.id)
+            return QueryResult(id=request.id, ok=False, error=f"{request.what}: cannot be read: {exc}")
+
+    @staticmethod
+    def _refusal(who: Identity, actions: tuple[str, ...]) -> str | None:
+        denied = next((a for a in actions if not allowed(who.role, a)), None)
+        return None if denied is None else str(PermissionDenied(who.operator, who.role, denied))
 
     def _record(self, event: dict[str, object]) -> None:
         try:

@@ -13,7 +13,7 @@ import msgspec
 
 from sovereign_tui.ops.roles import ROLES, Role
 
-__all__ = ["ROLES", "Identity", "Role", "highest", "lowest", "parse_role"]
+__all__ = ["ROLES", "Identity", "Role", "actor_name", "highest", "lowest", "parse_role"]
 
 _RANK = {role: rank for rank, role in enumerate(ROLES)}  # viewer < operator < admin
 
@@ -46,3 +46,10 @@ class Identity(msgspec.Struct, frozen=True, kw_only=True):
     """How they reached the daemon: a console session, or the socket on this machine."""
     address: str | None = None
     """The SSH client's address, for console sessions."""
+
+
+def actor_name(operator: str, via: str) -> str:
+    """The name an identity acts under in the journal and every audit record: a console
+    session's operator as ``ssh:NAME`` (apart from an OS user of the same name), a local client's
+    as is (already ``local:USER``)."""
+    return f"ssh:{operator}" if via == "ssh" else operator

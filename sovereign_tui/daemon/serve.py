@@ -2,9 +2,13 @@
 
 It runs one `Runtime` (collectors, poller, store) and publishes its snapshots three ways: the
 feed socket (local clients and the console's TUI sessions), the SSH console, and optionally a
-Prometheus ``/metrics`` endpoint. SIGTERM or SIGINT shuts it down cleanly: console sessions
-are closed (their clients told why), feed clients get a goodbye, the socket file is removed,
-then the poller stops. Diagnostics go to stderr (the journal under systemd), one line each.
+Prometheus ``/metrics`` endpoint. It also runs the operations engine (`EngineGateway`): what the
+console's sessions ask for runs here, as their operator and role, and outlives the session. If
+the journal or the audit log cannot be opened, operations are refused as unavailable and the
+rest runs. SIGTERM or SIGINT shuts it down cleanly: console sessions are closed (their clients
+told why), feed clients get a goodbye, the socket file is removed, operations still running are
+cancelled (each step cleaned up and journaled), then the poller stops. Diagnostics go to stderr
+(the journal under systemd), one line each.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import logging
 import signal
 import socket
 import sys
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from aiohttp import web
 
@@ -24,12 +28,17 @@ from sovereign_tui.clock import Clock, SystemClock
 from sovereign_tui.config import Settings
 from sovereign_tui.console.authkeys import AuthorizedKeysFile
 from sovereign_tui.console.ssh_server import ConsoleServer, HostKeyError, load_host_key
+from sovereign_tui.daemon.engine_gateway import EngineGateway
 from sovereign_tui.daemon.feed_server import FeedServer, FeedSetupError
 from sovereign_tui.daemon.gateway import OperationsGateway, UnavailableGateway
 from sovereign_tui.daemon.settings import ServePaths, ServeSettings, resolve_paths, validate
 from sovereign_tui.daemon.tokens import SessionTokens
 from sovereign_tui.export_prometheus import CONTENT_TYPE, to_text
 from sovereign_tui.feed import SnapshotFeed
+from sovereign_tui.ops_gateway import OperationError
+
+if TYPE_CHECKING:
+    from sovereign_tui.store import Store
 
 log = logging.getLogger("sovereign_tui.serve")
 
@@ -143,6 +152,16 @@ def _log_to_stderr(stream: TextIO) -> None:
         logging.getLogger(name).setLevel(logging.INFO)
 
 
+def open_engine(settings: Settings, store: Store, clock: Clock) -> EngineGateway | None:
+    """The operations engine on the daemon's store, publishing its operations there; None (and
+    one line in the log) when its journal or audit log cannot be opened."""
+    try:
+        return EngineGateway.from_settings(settings, store, clock=clock, publish=store.set_operations)
+    except OperationError as exc:
+        log.error("operations unavailable (requests are refused): %s", exc)
+        return None
+
+
 def run_serve(settings: Settings, serve: ServeSettings, *, err: TextIO | None = None) -> int:
     """Run the daemon until SIGTERM or SIGINT; 0 after a clean shutdown, 1 when it cannot start."""
     stderr = err or sys.stderr
@@ -160,7 +179,14 @@ def run_serve(settings: Settings, serve: ServeSettings, *, err: TextIO | None = 
         from sovereign_tui.runtime import Runtime
 
         runtime = Runtime(settings)
-        daemon = Daemon(runtime.store, serve, audit=open_audit_sink(settings, runtime.clock))
+        engine = open_engine(settings, runtime.store, runtime.clock)
+        daemon = Daemon(
+            runtime.store,
+            serve,
+            audit=open_audit_sink(settings, runtime.clock),
+            clock=runtime.clock,
+            gateway=engine,
+        )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -169,6 +195,8 @@ def run_serve(settings: Settings, serve: ServeSettings, *, err: TextIO | None = 
             await daemon.start()
         except ServeError as exc:
             print(f"serve: {exc}", file=stderr)
+            if engine is not None:
+                await engine.close()
             await runtime.close()
             return 1
         await runtime.start()
@@ -179,6 +207,8 @@ def run_serve(settings: Settings, serve: ServeSettings, *, err: TextIO | None = 
         finally:
             log.info("shutting down")
             await daemon.stop()
+            if engine is not None:
+                await engine.close()
             await runtime.close()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 with contextlib.suppress(Exception):

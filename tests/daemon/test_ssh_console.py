@@ -177,9 +177,9 @@ async def test_a_login_is_a_tui_that_moves_between_screens_and_follows_resizes(
     mark = len(t.audit())
     tmux.start(t.args(served.keys.alice), width=100, height=30)
     await tmux.shows("sources 1/1 up", "the overview with this machine's source up")
-    login = await t.event("login", mark, operator="alice")
+    login = await t.event("login", mark, operator="ssh:alice")
     assert login["role"] == "operator" and login["key"] == fingerprint(served.keys.alice.with_suffix(".pub"))
-    attach = await t.event("feed.attach", mark, operator="alice")  # the session's TUI proved who it is
+    attach = await t.event("feed.attach", mark, operator="ssh:alice")  # the session's TUI proved who it is
     assert (attach["role"], attach["via"]) == ("operator", "ssh")
     from screens.registry import SCREENS
 
@@ -192,9 +192,9 @@ async def test_a_login_is_a_tui_that_moves_between_screens_and_follows_resizes(
     )
     tmux.send("q")
     assert await tmux.exited() == 0
-    end = await t.event("session.end", mark, operator="alice")
+    end = await t.event("session.end", mark, operator="ssh:alice")
     assert (end["status"], end["reason"]) == (0, "the console exited")
-    await t.event("logout", mark, operator="alice")
+    await t.event("logout", mark, operator="ssh:alice")
 
 
 def _reason(event: dict[str, object]) -> str:
@@ -223,7 +223,7 @@ async def test_a_removed_key_is_refused_from_the_next_login(served: Served) -> N
     mark = len(t.audit())
     status, said = await t.ssh(keys.bob, "-T")
     assert status == 1 and "needs a terminal" in said  # logged in: the daemon read the new line
-    await t.event("login", mark, operator="bob", role="viewer")
+    await t.event("login", mark, operator="ssh:bob", role="viewer")
     assert cli_main(["keys", "remove", "bob", *args]) == 0
     mark = len(t.audit())
     source = fresh_source()
@@ -262,7 +262,7 @@ async def test_a_certificate_from_the_ca_logs_in_as_the_user_with_its_role(
     mark = len(t.audit())
     status, _ = await t.ssh(served.keys.certs[cert].parent / cert, "-T")
     assert status == 1  # authenticated; the session then refused for want of a terminal
-    login = await t.event("login", mark, operator="ops")
+    login = await t.event("login", mark, operator="ssh:ops")
     assert (login["role"], login["ca"]) == (role, "corp-ca")
 
 
@@ -296,7 +296,7 @@ async def test_everything_but_a_console_session_is_refused(
     mark = len(t.audit())
     got, said = await t.ssh(served.keys.alice, *options, command=command)
     assert got == status and message in said, said
-    refused = await t.event(event, mark, operator="alice")
+    refused = await t.event(event, mark, operator="ssh:alice")
     assert reason in _reason(refused)
 
 
@@ -318,7 +318,7 @@ async def test_a_local_forward_is_refused_when_used(served: Served) -> None:
         stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     try:
-        await t.event("login", mark, operator="alice")
+        await t.event("login", mark, operator="ssh:alice")
         opened = False
 
         async def try_forward() -> bool:
@@ -335,7 +335,7 @@ async def test_a_local_forward_is_refused_when_used(served: Served) -> None:
         while not await try_forward():
             await asyncio.sleep(0.05)
         assert opened
-        refused = await t.event("forward.refused", mark, operator="alice")
+        refused = await t.event("forward.refused", mark, operator="ssh:alice")
         assert _reason(refused) == f"port forwarding to 127.0.0.1:{t.port}"
     finally:
         proc.terminate()
@@ -361,7 +361,8 @@ async def test_sigterm_closes_sessions_and_removes_the_socket(tmp_path: Path) ->
             assert term.modes() == {"alternate_on": "0", "mouse_any_flag": "0", "mouse_sgr_flag": "0"}, shown
             assert not sock.exists()
             ended = [e for e in target.audit() if e["event"] == "session.end"]
-            assert [(e["operator"], e["reason"]) for e in ended] == [("vera", "the console is shutting down")]
+            shutdown = ("ssh:vera", "the console is shutting down")
+            assert [(e["operator"], e["reason"]) for e in ended] == [shutdown]
             assert verify(audit_log).ok, verify(audit_log).summary
             host_key = root / "state" / "sovereign-tui" / "ssh_host_ed25519_key"
             assert stat.S_IMODE(host_key.stat().st_mode) == 0o600
