@@ -88,16 +88,20 @@ class EngineGateway:
         for task in list(self._watchers):
             task.cancel()
         await asyncio.gather(*self._watchers, return_exceptions=True)
-        running = list(self.operations.runs.values())
-        for run in running:
+        # A daemon stopped (an upgrade, a reboot) leaves what runs interrupted rather than
+        # cancelled: a live migration in flight finishes in Nova, and the operation is resumed
+        # from the step it reached once the daemon is back (nothing is done twice).
+        for run in list(self.operations.runs.values()):
             log.warning(
-                "shutting down: cancelling operation %s (%s %s)",
+                "shutting down: operation %s (%s %s) left interrupted; resume it with "
+                "'sovereign-tui operations resume %s'",
                 run.op_id[:8],
                 run.plan.kind,
                 run.plan.target,
+                run.op_id[:8],
             )
         self._unfollowed.clear()
-        await self.operations.close()
+        await self.operations.close(leave_running=True)
 
     # --- requests ---------------------------------------------------------------------------------
 

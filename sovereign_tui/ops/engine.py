@@ -117,11 +117,19 @@ class Operations:
     def from_settings(cls, settings: Settings, *, clock: Clock | None = None) -> Operations:
         return cls(settings.ops, Targets.from_settings(settings), clock=clock)
 
-    async def close(self) -> None:
+    async def close(self, *, leave_running: bool = False) -> None:
+        """Stop every run here: cancelled (their steps cleaned up: a Nova live migration aborted,
+        a KubeVirt one deleted), or with `leave_running` only stopped being followed, their
+        journal rows left ``running`` so that once this process is gone they read as interrupted,
+        to be resumed, while what the clouds were doing goes on."""
         for run in list(self.runs.values()):
-            run.cancel()
+            if leave_running:
+                if run.task is not None:
+                    run.task.cancel()
+            else:
+                run.cancel()
             if run.task is not None:
-                with contextlib.suppress(Exception):
+                with contextlib.suppress(Exception, asyncio.CancelledError):
                     await run.task
         await self.adapters.close()
         self.journal.close()

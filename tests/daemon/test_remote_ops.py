@@ -19,6 +19,7 @@ from sovereign_tui.daemon.roles import Identity
 from sovereign_tui.ops.audit import verify
 from sovereign_tui.ops.engine import Actor
 from sovereign_tui.ops.executor import OperationResult, OpEvent
+from sovereign_tui.ops.journal import Journal
 from sovereign_tui.ops.plan import encode_plan
 from sovereign_tui.ops.provisioning import ProvisionRequest
 from sovereign_tui.ops_gateway import OperationError, OperationRun
@@ -154,6 +155,27 @@ async def test_the_operation_goes_on_in_the_daemon_when_its_session_goes(rig: Da
     assert rig.lab.lab.scenario.hosts_by_name[host].service.disabled  # type: ignore[union-attr]
     actions = [r.action for r in rig.audit() if r.who == "ssh:alice"]
     assert actions.index("feed.detach") < len(actions) - 1 and actions[-1] == "drain"  # ended after
+
+
+async def test_a_stopped_daemon_leaves_its_operations_interrupted_not_aborted(rig: DaemonRig) -> None:
+    alice = await rig.session("alice", "operator")
+    host = pick_host(rig.lab, lambda h: sum(live_movable(s) for s in servers_on(rig.lab, h)))
+    server = next(s for s in servers_on(rig.lab, host) if live_movable(s))
+    plan = await alice.remote.plan_migrate(alice.client.snapshot(), server.id)
+    run = await alice.remote.start(plan, alice.actor, confirmation=plan.confirm_phrase)
+    async for event in run.events():
+        if event.kind == "step-progress" and event.fraction is not None and event.fraction > 0:
+            break  # the live migration is copying memory
+        if event.kind == "step-progress":
+            await rig.clock.advance(POLL_S)
+    await rig.gateway.close()  # systemctl stop, an upgrade: the daemon goes
+    journal = Journal(rig.ops.journal.path)  # as the next daemon reads it
+    rec = journal.get(plan.id)
+    journal.close()
+    assert rec.state == "running" and rec.steps[0].state == "started"  # interrupted once it is gone
+    assert f"nova.abort:{server.id}" not in rig.lab.counts  # Nova finishes the move on its own
+    finished = [r for r in rig.audit() if r.operation == plan.id and r.result in ("cancelled", "failed")]
+    assert finished == []
 
 
 async def test_a_second_session_cancels_the_operation_of_the_first(rig: DaemonRig) -> None:
