@@ -213,7 +213,7 @@ def _sources(fam: _Families, sources: Iterable[SourceHealth]) -> None:
         _fields(fam, "sovereign_source", _SOURCE_FIELDS, labels, h)
 
 
-def _gpus(fam: _Families, gpus: Iterable[Gpu]) -> None:
+def _gpus(fam: _Families, gpus: Iterable[Gpu], idle: Callable[[Gpu], bool] | None) -> None:
     for g in gpus:
         labels = _gpu_labels(g)
         info = (
@@ -228,6 +228,14 @@ def _gpus(fam: _Families, gpus: Iterable[Gpu]) -> None:
         )
         fam.add("sovereign_gpu_info", "gauge", "A GPU and what describes it (value 1).", info, 1)
         _fields(fam, "sovereign_gpu", _GPU_FIELDS, labels, g)
+        if idle is not None:
+            fam.add(
+                "sovereign_gpu_idle_allocated",
+                "gauge",
+                "1 when a workload holds the GPU and it stayed under the idle threshold for the idle window.",
+                labels,
+                1.0 if idle(g) else 0.0,
+            )
 
 
 def _hosts(fam: _Families, hosts: Iterable[Host]) -> None:
@@ -392,8 +400,9 @@ def _workloads(fam: _Families, workloads: Iterable[Workload]) -> None:
         )
 
 
-def to_text(snapshot: Snapshot) -> str:
-    """The whole snapshot as exposition text (ends with a newline)."""
+def to_text(snapshot: Snapshot, idle: Callable[[Gpu], bool] | None = None) -> str:
+    """The whole snapshot as exposition text (ends with a newline). `idle` (the GPU history's
+    `idle_allocated`, where there is one: the daemon) adds ``sovereign_gpu_idle_allocated``."""
     fam = _Families()
     fam.add(
         "sovereign_snapshot_generation",
@@ -406,7 +415,7 @@ def to_text(snapshot: Snapshot) -> str:
         "sovereign_snapshot_timestamp_seconds", "gauge", "When the snapshot was taken.", (), snapshot.taken_at
     )
     _sources(fam, snapshot.sources)
-    _gpus(fam, snapshot.gpus)
+    _gpus(fam, snapshot.gpus, idle)
     _hosts(fam, snapshot.hosts)
     _workloads(fam, snapshot.workloads)
     for s in snapshot.sites:

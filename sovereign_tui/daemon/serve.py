@@ -131,7 +131,7 @@ class Daemon:
         log.info("metrics on http://%s:%d/metrics", host, self.metrics_port)
 
     async def _metrics_handler(self, request: web.Request) -> web.Response:
-        body = to_text(self.feed.snapshot()).encode()
+        body = to_text(self.feed.snapshot(), self.feed_server.history.idle_allocated).encode()
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
     async def stop(self) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from tui_data import fill
+from tui_data import fill, warm_history
 
 from sovereign_tui import promtext
 from sovereign_tui.audit_sink import MemoryAuditSink
@@ -20,6 +20,7 @@ from sovereign_tui.clock import FakeClock
 from sovereign_tui.daemon.serve import Daemon
 from sovereign_tui.daemon.settings import ServePaths, ServeSettings
 from sovereign_tui.export_prometheus import CONTENT_TYPE, format_value, to_text
+from sovereign_tui.gpu_analytics import GpuHistory
 from sovereign_tui.model import (
     Alarm,
     DiskUsage,
@@ -312,10 +313,31 @@ async def test_the_daemon_serves_metrics_over_http() -> None:
             async with aiohttp.ClientSession() as http, http.get(url) as resp:
                 assert resp.status == 200
                 assert resp.headers["Content-Type"] == CONTENT_TYPE
-                assert await resp.text() == to_text(store.snapshot())
+                expected = to_text(store.snapshot(), daemon.feed_server.history.idle_allocated)
+                assert await resp.text() == expected
+                assert "sovereign_gpu_idle_allocated{" in expected
         finally:
             await daemon.stop()
         assert not paths.socket.exists()
+
+
+async def test_idle_allocated_gpus_are_a_series_where_there_is_a_history() -> None:
+    clock = FakeClock()
+    store = Store(clock)
+    history = GpuHistory()
+    await warm_history(store, clock, history)
+    snapshot = store.snapshot()
+    idle = {g.uuid for g in history.idle_gpus(snapshot)}
+    assert idle  # tui_data's fleet has idle held GPUs after 15 minutes
+    series = {
+        s.labels["uuid"]: s.value
+        for family in text_string_to_metric_families(to_text(snapshot, history.idle_allocated))
+        for s in family.samples
+        if s.name == "sovereign_gpu_idle_allocated"
+    }
+    assert set(series) == {g.uuid for g in snapshot.gpus}
+    assert {u for u, v in series.items() if v == 1.0} == idle
+    assert "sovereign_gpu_idle_allocated" not in to_text(snapshot)  # no history, no claim
 
 
 def test_export_prints_this_machine_in_prometheus_format(tmp_path: Path) -> None:
