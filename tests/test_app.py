@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
+from textual import events
 from textual.binding import Binding
 from textual.command import CommandList, CommandPalette
 from textual.message import Message
@@ -122,6 +123,27 @@ async def test_filter_with_slash_and_clear_with_escape() -> None:
         assert len(t.model.view) == total
         assert t.model.filter == ""
         assert not app.screen.query_one(TablePane).has_class("-filtering")
+
+
+async def test_keys_that_arrive_together_after_slash_are_the_filters_text() -> None:
+    """A paste, or keys read in one go from an SSH session's PTY: all are on their way to the
+    table before `/` moves the focus; none may act as the screen's keys (`g` groups the GPUs)."""
+    app, _, _ = make()
+    host = HOSTS[2]
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press(KEY["gpus"])
+        t = table(app)
+        grouped = t.model.grouping
+        for key in ["slash", *host.name]:
+            app.post_message(events.Key(key, "/" if key == "slash" else key))  # queued at once
+        await pilot.pause()
+        assert t.model.filter == host.name
+        assert app.screen.query_one("#filter", Input).value == host.name
+        assert t.model.grouping is grouped
+        await pilot.press("slash")  # in the box, `/` is text
+        assert t.model.filter == f"{host.name}/"
+        await pilot.press("backspace", "enter", "end")
+        assert app.focused is t and t.model.cursor_key == t.model.view[-1].key
 
 
 async def test_sort_keys() -> None:

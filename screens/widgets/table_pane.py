@@ -22,7 +22,17 @@ from sovereign_tui.table import Group
 class TablePane(Vertical):
     BINDING_GROUP_TITLE = "Filter"
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("slash", "open_filter", "Filter", id="filter", tooltip="Show only rows containing a text"),
+        # A priority binding acts when the key arrives, before the keys after it are routed: text
+        # that came with it (a paste, one read of an SSH session's PTY) lands in the filter box,
+        # and none of it acts as the screen's keys (a host name's ``d`` as a drain).
+        Binding(
+            "slash",
+            "open_filter",
+            "Filter",
+            id="filter",
+            tooltip="Show only rows containing a text",
+            priority=True,
+        ),
         Binding(
             "escape", "clear_filter", "Clear", id="clear-filter", tooltip="Clear the filter: every row again"
         ),
@@ -77,19 +87,25 @@ class TablePane(Vertical):
 
     def action_open_filter(self) -> None:
         self.add_class("-filtering")
-        self.filter_input.focus()
+        self._focus_now(self.filter_input)
         self.refresh_bindings()
 
     def action_clear_filter(self) -> None:
         self.filter_input.value = ""
         self.table.set_filter("")
         self.remove_class("-filtering")
-        self.table.focus()
+        self._focus_now(self.table)
         self.refresh_bindings()
+
+    def _focus_now(self, widget: Input | SnapshotTable[Any]) -> None:
+        """`focus()` waits for the message queue; keys already on their way must find it moved."""
+        self.screen.set_focus(widget)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "clear_filter":
             return self.has_class("-filtering") or bool(self.table.model.filter.strip())
+        if action == "open_filter":  # a `/` typed in the box is text
+            return self.screen.focused is not self.filter_input
         return True
 
     def on_input_changed(self, event: Input.Changed) -> None:
@@ -100,5 +116,5 @@ class TablePane(Vertical):
         """Back to the table; the filter stays (the table's subtitle shows it, Escape clears it)."""
         event.stop()
         self.remove_class("-filtering")
-        self.table.focus()
+        self._focus_now(self.table)
         self.refresh_bindings()
