@@ -79,11 +79,9 @@ def fmt_mem_pair(used: float | None, total: float | None) -> str:
 def fmt_power_pair(power: float | None, limit: float | None) -> str:
     if power is None and limit is None:
         return NA
-
-    def part(v: float | None) -> str:
-        return NA if v is None else f"{v:.0f}"
-
-    return f"{part(power)}/{part(limit)}W"
+    if limit is None:  # dcgm-exporter reports no limit: the draw alone, not "70/N/AW"
+        return f"{power:.0f}W"
+    return f"{NA if power is None else f'{power:.0f}'}/{limit:.0f}W"
 
 
 def fmt_bytes(n: float | None) -> str:

@@ -121,6 +121,10 @@ async def test_every_gpu_is_held_by_the_server_placement_names(fleet: Fleet) -> 
             assert got[g.uuid] == expected_holder(fleet.lab, h, g.index), (h.name, g.index)
             held += got[g.uuid] is not None
     assert held > 10
+    # The lab's GPUs run something only when held: a free board is idle, as an operator expects.
+    free = [g for g in snap.gpus if g.holder is None]
+    assert free and all(g.util_gpu_pct == 0 and not g.processes for g in free)
+    assert any((g.util_gpu_pct or 0) > 0 and g.processes for g in snap.gpus if g.holder)
     vms = {w.id: w for w in snap.workloads if w.kind == "nova-vm"}
     for sid, s in fleet.lab.scenario.servers.items():
         if s.gpus and s.host:

@@ -95,6 +95,7 @@ def test_sizes_and_pairs() -> None:
     assert fmt_mem_pair(None, None) == NA
     assert fmt_power_pair(350.4, 700) == "350/700W"
     assert fmt_power_pair(None, 700) == f"{NA}/700W"
+    assert fmt_power_pair(70.2, None) == "70W"  # dcgm-exporter gives no limit
     assert fmt_bytes(1536) == "1.5 KiB"
     assert fmt_bytes(3 * 1024**4) == "3.0 TiB"
     assert fmt_bytes(12) == "12 B"

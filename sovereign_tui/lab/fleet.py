@@ -113,9 +113,18 @@ class FleetLab:
             ],
             clock=self.clock,
             seed=self.seed,
+            held=self._gpu_held,
         )
         await self.ssh.start()
         self._closers.append(self.ssh.close)
+
+    def _gpu_held(self, host: str, index: int) -> bool:
+        """A Nova server (passthrough or vGPU) or an Ironic instance holds the board now."""
+        h = self.scenario.hosts_by_name.get(host)
+        if h is None or index >= len(h.gpus):
+            return False
+        gpu = h.gpus[index]
+        return gpu.holder is not None or bool(gpu.vgpu_holders)
 
     async def _start_starlingx(self) -> None:
         try:

@@ -25,7 +25,7 @@ import math
 import os
 import shlex
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -127,8 +127,12 @@ class SshTargets:
         user: str = "gpu-monitor",
         address: str = "127.0.0.1",
         driver_version: str = "590.48.01",
+        held: Callable[[str, int], bool] | None = None,
     ) -> None:
         self.clock = clock or SystemClock()
+        self.held = held
+        """Whether something holds GPU `index` of host `name` now (the rest of the lab's state):
+        a GPU nothing holds runs nothing. Without it, each GPU's load comes from the seed alone."""
         self.seed = seed
         self.user = user
         self.address = address
@@ -328,8 +332,10 @@ class SshTargets:
         return rows
 
     def _load(self, name: str, index: int, t: float) -> float:
+        if self.held is not None and not self.held(name, index):
+            return 0.0  # free: nothing runs on it
         if _unit(self.seed, name, index, "busy") >= 0.7:
-            return 0.0  # an idle GPU: nothing scheduled on it
+            return 0.0  # idle: nothing scheduled on it (held: allocated but unused)
         period = 300.0 + 600.0 * _unit(self.seed, name, index, "period")
         wave = 0.55 + 0.45 * math.sin(2 * math.pi * (t / period + _unit(self.seed, name, index, "phase")))
         return min(1.0, max(0.01, wave))
