@@ -28,10 +28,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import math
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
 
@@ -187,6 +188,38 @@ def layout(hosts: Sequence[tuple[str, int]], seed: int = 0) -> list[list[LabGpu]
     return out
 
 
+def _pod_labels(ns: str | None, pod: str | None, container: str | None) -> str:
+    return f',container="{container or ""}",namespace="{ns or ""}",pod="{pod or ""}"'
+
+
+PodsOf = Callable[[str], Sequence[tuple[str, str, str] | None]]
+"""Host name -> per GPU index, the (namespace, pod, container) holding it now, or None."""
+
+
+def relabel(rows: Sequence[LabGpu], pods: Sequence[tuple[str, str, str] | None], seed: int) -> list[LabGpu]:
+    """`rows` with their pod labels from `pods` (by GPU index), as dcgm-exporter reads them from
+    the kubelet on each scrape; a GPU's idle draw stays the seed's."""
+    out = []
+    for g in rows:
+        holder = pods[g.index] if g.index < len(pods) else None
+        ns, pod, container = holder if holder is not None else (None, None, None)
+        if (ns, pod, container) == (g.namespace, g.pod, g.container):
+            out.append(g)
+            continue
+        head = g.labels[: g.labels.index(',container="')]
+        out.append(
+            dataclasses.replace(
+                g,
+                namespace=ns,
+                pod=pod,
+                container=container,
+                idle=pod is not None and _unit(seed, "idle", g.host, g.index, g.mig_instance) < 0.25,
+                labels=head + _pod_labels(ns, pod, container),
+            )
+        )
+    return out
+
+
 def _row(
     seed: int,
     host: str,
@@ -211,7 +244,7 @@ def _row(
     if profile is not None:
         labels += f',GPU_I_PROFILE="{profile}",GPU_I_ID="{gi}"'
     labels += f',hostname="{host}",DCGM_FI_DRIVER_VERSION="{DRIVER_VERSION}"' if v4 else f',Hostname="{host}"'
-    labels += f',container="{container or ""}",namespace="{ns or ""}",pod="{pod or ""}"'
+    labels += _pod_labels(ns, pod, container)
     return LabGpu(
         host=host,
         index=g,
@@ -334,14 +367,20 @@ class _Host:
     hung: int = 0
     release: asyncio.Event = field(default_factory=asyncio.Event)
     """Set to let this host's hanging requests go (when healed, and at stop)."""
+    pods: tuple[tuple[str, str, str] | None, ...] | None = None
+    """The pods its rows are labelled with, when they come from `DcgmLab.pods_of`."""
 
 
 class DcgmLab:
     """A running fleet of simulated exporters (from `start_dcgm_lab`)."""
 
-    def __init__(self, clock: Clock, seed: int, hosts: dict[str, _Host], bind: str) -> None:
+    def __init__(
+        self, clock: Clock, seed: int, hosts: dict[str, _Host], bind: str, pods_of: PodsOf | None = None
+    ) -> None:
         self.clock = clock
         self.seed = seed
+        self.pods_of = pods_of
+        """Where the pods holding each GPU come from (the lab's Kubernetes); None: the seed's."""
         self.bind = bind
         self.hosts = hosts
         self._by_port = {h.port: h for h in hosts.values()}
@@ -368,18 +407,26 @@ class DcgmLab:
         return f"{address}:{self.hosts[name].port}"
 
     def rows(self, name: str) -> list[LabGpu]:
-        return list(self.hosts[name].rows)
+        return list(self._current(self.hosts[name]))
+
+    def _current(self, host: _Host) -> list[LabGpu]:
+        """The host's rows, relabelled first when the pods holding its GPUs changed."""
+        if self.pods_of is not None:
+            pods = tuple(self.pods_of(host.name))
+            if pods != host.pods:
+                host.rows, host.pods = relabel(host.rows, pods, self.seed), pods
+        return host.rows
 
     def expected(self, name: str, t: float | None = None) -> list[tuple[LabGpu, GpuSample]]:
         """Each row of host `name` with the values it serves at `t` (now by the lab's clock)."""
         when = self.clock.time() if t is None else t
-        return [(g, sample(g, when)) for g in self.hosts[name].rows]
+        return [(g, sample(g, when)) for g in self._current(self.hosts[name])]
 
     def requests(self, name: str) -> int:
         return self.hosts[name].requests
 
     def payload(self, name: str, t: float | None = None) -> str:
-        return render(self.hosts[name].rows, self.clock.time() if t is None else t)
+        return render(self._current(self.hosts[name]), self.clock.time() if t is None else t)
 
     async def set_fault(self, name: str, fault: Fault | None) -> None:
         """Make host `name` fail (None heals it): ``http500``, ``hang`` (until healed or
@@ -431,7 +478,8 @@ class DcgmLab:
                 host.hung -= 1
             raise web.HTTPServiceUnavailable()
         t = self.clock.time()
-        body = malformed(host.rows, t) if fault == "malformed" else render(host.rows, t)
+        rows = self._current(host)
+        body = malformed(rows, t) if fault == "malformed" else render(rows, t)
         return web.Response(body=body.encode(), headers=_CONTENT_TYPE)
 
     async def stop(self) -> None:
@@ -457,7 +505,12 @@ def _listen(bind: str, port: int = 0) -> socket.socket:
 
 
 async def start_dcgm_lab(
-    hosts: Sequence[tuple[str, int]], clock: Clock, seed: int = 0, *, bind: str = "127.0.0.1"
+    hosts: Sequence[tuple[str, int]],
+    clock: Clock,
+    seed: int = 0,
+    *,
+    bind: str = "127.0.0.1",
+    pods_of: PodsOf | None = None,
 ) -> DcgmLab:
     """Start one exporter per ``(host name, GPU count)``, each on its own free port of `bind`."""
     names = [name for name, _ in hosts]
@@ -472,7 +525,7 @@ async def start_dcgm_lab(
         for host in built.values():
             host.sock.close()
         raise
-    lab = DcgmLab(clock, seed, built, bind)
+    lab = DcgmLab(clock, seed, built, bind, pods_of)
     await lab.runner.setup()
     try:
         for host in built.values():

@@ -97,7 +97,10 @@ class FleetLab:
 
         if "kubernetes" in self.layers:
             self.dcgm = await start_dcgm_lab(
-                [(h.name, len(h.gpus)) for h in self._kube_hosts()], self.clock, self.seed
+                [(h.name, len(h.gpus)) for h in self._kube_hosts()],
+                self.clock,
+                self.seed,
+                pods_of=self._gpu_pods,
             )
             self._closers.append(self.dcgm.stop)
         self.ssh = SshTargets(
@@ -117,6 +120,25 @@ class FleetLab:
         )
         await self.ssh.start()
         self._closers.append(self.ssh.close)
+
+    def _gpu_pods(self, node: str) -> list[tuple[str, str, str] | None]:
+        """Per GPU of `node`, the pod holding it now, as the kubelet hands GPUs out: the node's
+        pods that request ``nvidia.com/gpu`` and have not finished, in order, a GPU each."""
+        from sovereign_tui.lab.kube_cluster import TERMINAL
+        from sovereign_tui.lab.kube_pods import pod_gpus
+
+        if self.kube is None:
+            return []
+        slots: list[tuple[str, str, str] | None] = []
+        entries = sorted(self.kube.cluster.pods_on(node), key=lambda e: (e.namespace, e.name))
+        for entry in entries:
+            obj = entry.obj
+            if obj["status"].get("phase") in TERMINAL:
+                continue
+            container = obj["spec"]["containers"][0]["name"]
+            slots.extend([(entry.namespace, entry.name, container)] * pod_gpus(obj))
+        count = len(self.scenario.hosts_by_name[node].gpus)
+        return (slots + [None] * count)[:count]
 
     def _gpu_held(self, host: str, index: int) -> bool:
         """A Nova server (passthrough or vGPU) or an Ironic instance holds the board now."""
