@@ -12,8 +12,10 @@ size from a few hosts up shows every shape:
   instance (parent UUID, ``GPU_I_PROFILE``/``GPU_I_ID``), no ``GPU_UTIL`` (DCGM has none for MIG
   instances; ``PROF_GR_ENGINE_ACTIVE`` carries the load), device-wide fields repeated per instance;
 - about two GPUs in three are mapped to a pod (``pod, namespace, container``), the others print
-  them empty, as the exporter does in Kubernetes mode; some held GPUs sit idle, some run hot,
-  a few report an XID or rows remapped after uncorrectable errors (which ones depends on the seed).
+  them empty, as the exporter does in Kubernetes mode; given `pods_of` (the fleet lab's
+  Kubernetes), the pods are those holding each GPU at the scrape instead; some held GPUs sit
+  idle, some run hot, a few report an XID or rows remapped after uncorrectable errors (which ones
+  depends on the seed).
 
 Values are a deterministic function of the seed, the GPU and the injected clock (`sample`), so a
 test computes what any poll must have read. Fault knobs per host (`set_fault`): HTTP 500, a hang,
