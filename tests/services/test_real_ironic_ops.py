@@ -4,10 +4,11 @@ undrain of a bare-metal host), a deploy (available -> active), an undeploy (acti
 provide (manageable -> available, an enrolled node managed first), and a node in maintenance
 refused, by the plan when it is known and at run time when it is set after the plan.
 
-The fixture's Ironic cleans nothing automatically (``[conductor] automated_clean = false``), so a
-provide and an undeploy end in ``available`` without passing through cleaning here; the lab's
-Ironic (tests/ops/test_baremetal_ops.py) walks cleaning. Its deploy interface is ``fake``: it
-needs no image, but the deploy sets ``instance_info/image_source`` as it would for a real one.
+The fixture's Ironic cleans automatically, as Ironic does by default (``[conductor]
+automated_clean = true``); fake hardware has no clean steps, so its cleaning passes at once, and
+the states of a long clean are walked by the lab's Ironic (tests/ops/test_baremetal_ops.py). Its
+deploy interface is ``fake``: it needs no image, but the deploy sets ``instance_info/image_source``
+as it would for a real one.
 
 Nodes are enrolled per test under unique names (the Ironic is shared by the session) with
 openstacksdk, the client the adapter uses too.
