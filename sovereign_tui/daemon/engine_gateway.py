@@ -30,7 +30,6 @@ from sovereign_tui.daemon.gateway import actor_for
 from sovereign_tui.daemon.ops_wire import (
     flavor_fit_wire,
     provision_request,
-    record_wire,
     step_outcomes,
 )
 from sovereign_tui.daemon.protocol import (
@@ -126,7 +125,7 @@ class EngineGateway:
                 ok=True,
                 message=f"{rec.kind} {rec.target}: {rec.state}",
                 operation_id=rec.id,
-                record=record_wire(rec),
+                record=rec,
             )
         if request.kind == "resume":
             return self._running(request, await backend.resume(target, actor), "resumed")
@@ -219,7 +218,7 @@ class EngineGateway:
 
     @staticmethod
     def _records(request: QueryRequest, records: list[OperationRecord]) -> QueryResult:
-        return QueryResult(id=request.id, ok=True, records=tuple(map(record_wire, records)))
+        return QueryResult(id=request.id, ok=True, records=tuple(records))
 
     # --- following ----------------------------------------------------------------------------------
 

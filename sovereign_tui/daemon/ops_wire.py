@@ -1,21 +1,20 @@
 """The operations engine's values as they cross the feed socket.
 
-Plans (`Plan`) and events (`OpEvent`) are msgspec structs already and travel as they are. The
-journal's records, the provision form's request and the flavors it offers are dataclasses of the
-engine; here each has a strict wire twin (unknown fields refused) and the two conversions, so a
-change of the engine's dataclasses is a change of the protocol made here, on purpose.
+Plans (`Plan`), events (`OpEvent`) and the journal's records (`OperationRecord`) are strict
+msgspec structs already and travel as they are. The provision form's request and the flavors it
+offers are dataclasses of the engine; here each has a strict wire twin (unknown fields refused)
+and the two conversions, so a change of those dataclasses is a change of the protocol made here,
+on purpose.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import msgspec
 
 from sovereign_tui.ops.executor import OperationResult as RunResult
 from sovereign_tui.ops.executor import StepResult
-from sovereign_tui.ops.journal import OperationRecord, StepRecord
-from sovereign_tui.ops.plan import Plan
 
 if TYPE_CHECKING:  # the provisioning module pulls in the OpenStack SDK: only where it is used
     from sovereign_tui.ops.provisioning import FlavorFit, ProvisionRequest
@@ -111,60 +110,6 @@ def flavor_fit(wire: FlavorFitWire) -> FlavorFit:
         gpu_kind=wire.gpu_kind,
         hosts=wire.hosts,
         known=wire.known,
-    )
-
-
-# --- journal records -------------------------------------------------------------------------
-
-
-class StepRecordWire(_Wire, frozen=True):
-    index: int
-    kind: str
-    target: str
-    state: str
-    attempts: int
-    started_at: float | None
-    finished_at: float | None
-    data: dict[str, Any]
-    outcome: str | None
-
-
-class OperationRecordWire(_Wire, frozen=True):
-    """`OperationRecord` on the wire; `interrupted` as the daemon judged it."""
-
-    id: str
-    kind: str
-    target: str
-    plan: Plan
-    digest: str
-    operator: str
-    role: str
-    state: str
-    options: dict[str, Any]
-    created_at: float
-    updated_at: float
-    finished_at: float | None
-    message: str | None
-    pid: int | None
-    steps: tuple[StepRecordWire, ...] = ()
-    interrupted: bool = False
-
-
-_STEP_FIELDS = StepRecordWire.__struct_fields__
-_OP_FIELDS = tuple(f for f in OperationRecordWire.__struct_fields__ if f != "steps")
-
-
-def record_wire(rec: OperationRecord) -> OperationRecordWire:
-    return OperationRecordWire(
-        **{f: getattr(rec, f) for f in _OP_FIELDS},
-        steps=tuple(StepRecordWire(**{f: getattr(s, f) for f in _STEP_FIELDS}) for s in rec.steps),
-    )
-
-
-def record(wire: OperationRecordWire) -> OperationRecord:
-    return OperationRecord(
-        **{f: getattr(wire, f) for f in _OP_FIELDS},
-        steps=tuple(StepRecord(**{f: getattr(s, f) for f in _STEP_FIELDS}) for s in wire.steps),
     )
 
 

@@ -36,12 +36,13 @@ from typing import Annotated, Literal, get_args
 import msgspec
 from msgspec import UNSET, UnsetType
 
-from sovereign_tui.daemon.ops_wire import FlavorFitWire, OperationRecordWire, ProvisionSpec, StepOutcome
+from sovereign_tui.daemon.ops_wire import FlavorFitWire, ProvisionSpec, StepOutcome
 from sovereign_tui.daemon.roles import Role
 from sovereign_tui.export import to_json
 from sovereign_tui.gpu_analytics import RingDump
 from sovereign_tui.model import Snapshot
 from sovereign_tui.ops.executor import OpEvent
+from sovereign_tui.ops.journal import OperationRecord
 from sovereign_tui.ops.plan import Plan
 
 PROTOCOL_VERSION = 1
@@ -165,7 +166,7 @@ class OperationResult(_Message, frozen=True, tag="operation_result"):
     """What kind of refusal (`sovereign_tui.ops_gateway.OperationError.kind`); absent when ok."""
     plan: Plan | UnsetType = UNSET
     """A dry run's plan, or the plan a started or resumed operation runs."""
-    record: OperationRecordWire | UnsetType = UNSET
+    record: OperationRecord | UnsetType = UNSET
     """An abandoned operation's journal record."""
 
 
@@ -174,7 +175,7 @@ class QueryResult(_Message, frozen=True, tag="query_result"):
     ok: bool
     error: str | None = None
     error_kind: ErrorKind | None = None
-    records: tuple[OperationRecordWire, ...] = ()
+    records: tuple[OperationRecord, ...] = ()
     """recent (newest first), interrupted."""
     flavors: tuple[FlavorFitWire, ...] = ()
     runtime_classes: tuple[str, ...] = ()

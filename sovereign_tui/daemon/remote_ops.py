@@ -22,11 +22,9 @@ import msgspec
 
 from sovereign_tui.daemon.feed_client import FeedClient, RunChannel
 from sovereign_tui.daemon.ops_wire import (
-    OperationRecordWire,
     ProvisionSpec,
     flavor_fit,
     provision_spec,
-    record,
     run_result,
 )
 from sovereign_tui.daemon.protocol import (
@@ -205,17 +203,17 @@ class RemoteOperations:
 
     async def abandon(self, op_id: str, actor: Actor) -> OperationRecord:
         result = _ok(await self.client.request(OperationRequest(id=self._id(), kind="abandon", target=op_id)))
-        if not isinstance(result.record, OperationRecordWire):
+        if not isinstance(result.record, OperationRecord):
             raise OperationError(f"abandon {op_id}: the daemon answered no record", "journal")
-        return record(result.record)
+        return result.record
 
     # --- the journal ----------------------------------------------------------------------------------
 
     async def recent(self, limit: int = 50) -> list[OperationRecord]:
-        return [record(r) for r in (await self._query("recent", limit=limit)).records]
+        return list((await self._query("recent", limit=limit)).records)
 
     async def interrupted(self) -> list[OperationRecord]:
-        return [record(r) for r in (await self._query("interrupted")).records]
+        return list((await self._query("interrupted")).records)
 
     async def close(self) -> None:
         """Nothing to release: the daemon's operations run on after this console."""

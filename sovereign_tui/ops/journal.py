@@ -21,7 +21,6 @@ import socket
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -69,8 +68,9 @@ STEP_FINAL = frozenset({"done", "failed", "blocked", "cancelled", "skipped"})
 OP_FINAL = frozenset({"succeeded", "failed", "cancelled", "abandoned"})
 
 
-@dataclass(frozen=True)
-class StepRecord:
+class StepRecord(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One step as journaled (strict: the daemon's feed carries records as they are)."""
+
     index: int
     kind: str
     target: str
@@ -82,8 +82,9 @@ class StepRecord:
     outcome: str | None
 
 
-@dataclass(frozen=True)
-class OperationRecord:
+class OperationRecord(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One operation as journaled; `interrupted`: its process is gone (judged where it was read)."""
+
     id: str
     kind: str
     target: str
@@ -98,7 +99,7 @@ class OperationRecord:
     finished_at: float | None
     message: str | None
     pid: int | None
-    steps: tuple[StepRecord, ...] = field(default=())
+    steps: tuple[StepRecord, ...] = ()
     interrupted: bool = False
 
     @property
