@@ -19,7 +19,7 @@ from typing import Literal
 from sovereign_tui.model import IronicFacet, Snapshot
 from sovereign_tui.ops.actions.base import LayerUnavailable, StepFailed
 from sovereign_tui.ops.actions.ironic import MANAGE, PROVIDE, UNDEPLOY, NodeFacts, Verb, locked_line
-from sovereign_tui.ops.plan import Blocker, Plan, Step, StepKind, new_plan
+from sovereign_tui.ops.plan import Blocker, Plan, Step, StepKind
 from sovereign_tui.ops.plan_context import PlanContext, PlanError
 
 NodeVerb = Literal["provide", "undeploy"]
@@ -148,15 +148,7 @@ async def plan_node(ctx: PlanContext, verb: NodeVerb, node: str) -> Plan:
                 warning="the instance is destroyed and the node's disks are wiped by cleaning",
             )
         )
-    return new_plan(
-        verb,
-        name,
-        steps,
-        now=ctx.clock.time(),
-        leases=[host],
-        warnings=warnings + ctx.notes,
-        generation=ctx.snapshot.generation,
-    )
+    return ctx.plan(verb, name, steps, leases=[host], warnings=warnings)
 
 
 def _instance_warning(snapshot: Snapshot, instance: str) -> str:

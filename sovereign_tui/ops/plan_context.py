@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from sovereign_tui.clock import Clock
 from sovereign_tui.model import Host, Snapshot
 from sovereign_tui.ops.inventory import Inventory
-from sovereign_tui.ops.plan import Blocker, Step, StepKind
+from sovereign_tui.ops.plan import Blocker, OperationKind, Plan, Step, StepKind, new_plan
 from sovereign_tui.ops.settings import OpsSettings
 
 
@@ -53,6 +53,29 @@ class PlanContext:
             warning=warning,
             group=group,
             timeout_s=self.timeout(kind),
+        )
+
+    def plan(
+        self,
+        kind: OperationKind,
+        target: str,
+        steps: list[Step],
+        *,
+        leases: list[str],
+        params: dict[str, str] | None = None,
+        warnings: list[str] | None = None,
+    ) -> Plan:
+        """The plan of `steps`, made now from this snapshot, with the notes planning gathered
+        (a layer read from the snapshot because its API did not answer...) among its warnings."""
+        return new_plan(
+            kind,
+            target,
+            steps,
+            now=self.clock.time(),
+            params=params,
+            warnings=[*(warnings or ()), *self.notes],
+            leases=leases,
+            generation=self.snapshot.generation,
         )
 
     def layer_on(self, layer: str) -> bool:

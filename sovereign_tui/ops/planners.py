@@ -15,7 +15,7 @@ from __future__ import annotations
 from sovereign_tui.model import Host, Snapshot, Workload
 from sovereign_tui.ops.actions.base import LayerUnavailable, StepFailed
 from sovereign_tui.ops.inventory import BudgetInfo, PodInfo, VmiInfo
-from sovereign_tui.ops.plan import Blocker, Plan, Step, StepKind, new_plan
+from sovereign_tui.ops.plan import Blocker, Plan, Step, StepKind
 from sovereign_tui.ops.plan_context import PlanContext, PlanError, find_host
 
 MOVABLE_STATES = frozenset({"ACTIVE", "PAUSED", "SHUTOFF"})
@@ -84,15 +84,8 @@ async def plan_drain(ctx: PlanContext, host: str, *, force: bool = False) -> Pla
         raise PlanError(
             f"host {host!r} is not known to any configured layer (check the name; `sovereign-tui export`)"
         )
-    return new_plan(
-        "drain",
-        host,
-        steps,
-        now=ctx.clock.time(),
-        warnings=warnings + ctx.notes,
-        leases=[host],
-        generation=ctx.snapshot.generation,
-        params={"force": str(force).lower()},
+    return ctx.plan(
+        "drain", host, steps, leases=[host], warnings=warnings, params={"force": str(force).lower()}
     )
 
 
@@ -419,15 +412,7 @@ async def plan_undrain(ctx: PlanContext, host: str) -> Plan:
         )
     if not steps:
         raise PlanError(f"host {host!r} is not known to any configured layer (check the name)")
-    return new_plan(
-        "undrain",
-        host,
-        steps,
-        now=ctx.clock.time(),
-        warnings=warnings + ctx.notes,
-        leases=[host],
-        generation=ctx.snapshot.generation,
-    )
+    return ctx.plan("undrain", host, steps, leases=[host], warnings=warnings)
 
 
 # --- migrate ---------------------------------------------------------------------------------
@@ -440,14 +425,8 @@ async def plan_migrate(ctx: PlanContext, workload: str, *, to: str | None = None
             raise PlanError(f"server {w.name} is already on {to}; choose another host")
         step = _move_server(ctx, w, dest=to, cold=cold)
         leases = [h for h in (w.host, to) if h]
-        return new_plan(
-            "migrate",
-            w.name,
-            [step],
-            now=ctx.clock.time(),
-            leases=leases,
-            params={"to": to or "", "cold": str(cold).lower()},
-            generation=ctx.snapshot.generation,
+        return ctx.plan(
+            "migrate", w.name, [step], leases=leases, params={"to": to or "", "cold": str(cold).lower()}
         )
     other = next((w for w in ctx.snapshot.workloads if workload in (w.id, w.name)), None)
     if other is not None and other.kind == "baremetal":
@@ -480,15 +459,7 @@ async def plan_migrate(ctx: PlanContext, workload: str, *, to: str | None = None
             params={"source": host, **({"dest": to} if to else {})},
             blocker=blocker,
         )
-        return new_plan(
-            "migrate",
-            workload,
-            [step],
-            now=ctx.clock.time(),
-            leases=[host],
-            params={"to": to or ""},
-            generation=ctx.snapshot.generation,
-        )
+        return ctx.plan("migrate", workload, [step], leases=[host], params={"to": to or ""})
     if pod is not None:
         if to is not None:
             raise PlanError(
@@ -498,12 +469,5 @@ async def plan_migrate(ctx: PlanContext, workload: str, *, to: str | None = None
             raise PlanError(f"pod {workload} has no controller: evicting it would delete it, not move it")
         host = pod.node or ""
         step = _evict_step(ctx, pod, host, budgets)
-        return new_plan(
-            "migrate",
-            workload,
-            [step],
-            now=ctx.clock.time(),
-            leases=[host] if host else [],
-            generation=ctx.snapshot.generation,
-        )
+        return ctx.plan("migrate", workload, [step], leases=[host] if host else [])
     raise PlanError(f"no server, KubeVirt VM or pod named {workload!r}")

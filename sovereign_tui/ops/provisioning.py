@@ -14,7 +14,7 @@ from collectors.nova import gpus_of
 from sovereign_tui.model import Host, Snapshot
 from sovereign_tui.ops.actions.base import LayerUnavailable, StepFailed
 from sovereign_tui.ops.inventory import FlavorInfo
-from sovereign_tui.ops.plan import Blocker, Plan, StepKind, new_plan
+from sovereign_tui.ops.plan import Blocker, Plan, StepKind
 from sovereign_tui.ops.plan_context import PlanContext, PlanError, find_host
 
 PROVISION_KINDS = ("vm", "baremetal", "kata-pod", "kubevirt-vm")
@@ -159,16 +159,7 @@ def _plan(
         params=params,
         blocker=blocker,
     )
-    return new_plan(
-        "provision",
-        req.name,
-        [step],
-        now=ctx.clock.time(),
-        leases=[lease],
-        params={"kind": req.kind},
-        generation=ctx.snapshot.generation,
-        warnings=ctx.notes,
-    )
+    return ctx.plan("provision", req.name, [step], leases=[lease], params={"kind": req.kind})
 
 
 async def _vm(ctx: PlanContext, req: ProvisionRequest) -> Plan:
