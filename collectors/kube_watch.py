@@ -27,7 +27,7 @@ import msgspec
 
 from collectors.kube_client import KubeSession, short
 from sovereign_tui.clock import Clock
-from sovereign_tui.poller import PollContext, PollError
+from sovereign_tui.poller import PollContext, PollError, Target
 
 EMPTY_STREAMS_BEFORE_PAUSE = 3
 """Streams in a row that end at once without a single line before the task stops and waits for
@@ -415,3 +415,37 @@ async def ensure_all(ctx: PollContext, informers: list[Informer[Any]]) -> None:
     for r in results:
         if isinstance(r, BaseException):
             raise r
+
+
+class SessionCollector:
+    """What the collectors that watch one cluster through a shared `KubeSession` have in common:
+    one poll target named after the session's kubeconfig, and a share of the session (its watches
+    stop when the last collector closes)."""
+
+    name: str
+
+    def __init__(self, session: KubeSession, *, interval_s: float, timeout_s: float | None) -> None:
+        self.session = session
+        self.interval_s = interval_s
+        self.timeout_s = timeout_s
+        self.target_id = f"{self.name}:{session.ref.label}"
+        session.acquire()
+
+    def targets(self) -> list[Target]:
+        return [
+            Target(
+                id=self.target_id,
+                source=self.name,
+                endpoint=f"kubeconfig:{self.session.ref.label}",
+                interval_s=self.interval_s,
+                poll=self.poll,
+                timeout_s=self.timeout_s,
+                fingerprint=repr((self.session.ref, self.session.options)),
+            )
+        ]
+
+    async def poll(self, ctx: PollContext) -> Any:
+        raise NotImplementedError
+
+    async def aclose(self) -> None:
+        await self.session.release()

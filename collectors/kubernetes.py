@@ -17,9 +17,9 @@ import msgspec
 
 from collectors.base import Capability
 from collectors.kube_client import KubeOptions, KubeRef, KubeSession
-from collectors.kube_watch import Informer, KubeObject, Resource, ensure_all, informer
+from collectors.kube_watch import Informer, KubeObject, Resource, SessionCollector, ensure_all, informer
 from sovereign_tui.model import DisruptionBudget, FacetOf, KubeFacet, Observation, RuntimeClass, Workload
-from sovereign_tui.poller import PollContext, Target
+from sovereign_tui.poller import PollContext
 
 if TYPE_CHECKING:
     from collectors.base import Collector
@@ -339,17 +339,14 @@ class MappedView(Generic[ObjT, E]):
 # --- the collector ---------------------------------------------------------------------------------
 
 
-class KubernetesCollector:
+class KubernetesCollector(SessionCollector):
     name = "kubernetes"
     capabilities: frozenset[Capability] = frozenset({"read", "drain"})
 
     def __init__(
         self, session: KubeSession, *, interval_s: float = 10.0, timeout_s: float | None = None
     ) -> None:
-        self.session = session
-        self.interval_s = interval_s
-        self.timeout_s = timeout_s
-        self.target_id = f"kubernetes:{session.ref.label}"
+        super().__init__(session, interval_s=interval_s, timeout_s=timeout_s)
         self.nodes: Informer[Node] = informer(session, NODES)
         self.pods: Informer[Pod] = informer(session, PODS)
         self.runtime_classes: Informer[RuntimeClassObj] = informer(session, RUNTIME_CLASSES)
@@ -360,24 +357,10 @@ class KubernetesCollector:
         self.rc_view: MappedView[RuntimeClassObj, RuntimeClass] = MappedView(runtime_class, src)
         self.budget_view: MappedView[PdbObj, DisruptionBudget] = MappedView(budget, src)
         self._viewed = False
-        session.acquire()
 
     @property
     def informers(self) -> list[Informer[Any]]:
         return [self.nodes, self.pods, self.runtime_classes, self.budgets]
-
-    def targets(self) -> list[Target]:
-        return [
-            Target(
-                id=self.target_id,
-                source=self.name,
-                endpoint=f"kubeconfig:{self.session.ref.label}",
-                interval_s=self.interval_s,
-                poll=self.poll,
-                timeout_s=self.timeout_s,
-                fingerprint=repr((self.session.ref, self.session.options)),
-            )
-        ]
 
     async def poll(self, ctx: PollContext) -> Observation:
         if not self._viewed:
@@ -395,9 +378,6 @@ class KubernetesCollector:
             budgets=self.budget_view.published(),
             health_detail={f"watch {i.resource.kind}": i.state() for i in self.informers},
         )
-
-    async def aclose(self) -> None:
-        await self.session.release()
 
 
 def kube_collectors(kube: KubernetesSource, kubevirt: KubevirtSource, kata: KataSource) -> list[Collector]:

@@ -13,9 +13,9 @@ import msgspec
 
 from collectors.base import Capability
 from collectors.kube_client import KubeSession
-from collectors.kube_watch import Informer, KubeObject, Resource, ensure_all, informer
+from collectors.kube_watch import Informer, KubeObject, Resource, SessionCollector, ensure_all, informer
 from sovereign_tui.model import Observation, Workload
-from sovereign_tui.poller import PollContext, Target
+from sovereign_tui.poller import PollContext
 
 FINAL = ("Succeeded", "Failed")
 
@@ -192,37 +192,20 @@ def vm_workload(
     )
 
 
-class KubevirtCollector:
+class KubevirtCollector(SessionCollector):
     name = "kubevirt"
     capabilities: frozenset[Capability] = frozenset({"read", "migrate"})
 
     def __init__(
         self, session: KubeSession, *, interval_s: float = 10.0, timeout_s: float | None = None
     ) -> None:
-        self.session = session
-        self.interval_s = interval_s
-        self.timeout_s = timeout_s
-        self.target_id = f"kubevirt:{session.ref.label}"
+        super().__init__(session, interval_s=interval_s, timeout_s=timeout_s)
         self.vms: Informer[VirtualMachine] = informer(session, VMS)
         self.vmis: Informer[VirtualMachineInstance] = informer(session, VMIS)
         self.migrations: Informer[Migration] = informer(session, MIGRATIONS)
         self._seen: tuple[int, int, int] | None = None
         self._workloads: tuple[Workload, ...] = ()
         self._observed: dict[str, tuple[object, Workload]] = {}
-        session.acquire()
-
-    def targets(self) -> list[Target]:
-        return [
-            Target(
-                id=self.target_id,
-                source=self.name,
-                endpoint=f"kubeconfig:{self.session.ref.label}",
-                interval_s=self.interval_s,
-                poll=self.poll,
-                timeout_s=self.timeout_s,
-                fingerprint=repr((self.session.ref, self.session.options)),
-            )
-        ]
 
     def _build(self, now: float) -> tuple[Workload, ...]:
         vmis = {(v.metadata.namespace, v.metadata.name): v for v in self.vmis.items.values()}
@@ -265,9 +248,6 @@ class KubevirtCollector:
                 f"watch {i.resource.kind}": i.state() for i in (self.vms, self.vmis, self.migrations)
             },
         )
-
-    async def aclose(self) -> None:
-        await self.session.release()
 
 
 def _same(a: object, b: tuple[object, ...]) -> bool:
