@@ -82,7 +82,8 @@ class _Ring:
         self.newest = i
         self.size = min(self.size + 1, self.capacity)
         self.times[i] = when
-        self.values[4 * i : 4 * i + 4] = array("f", values)
+        for k, value in enumerate(values):  # in place: no array made per sample
+            self.values[4 * i + k] = value
         return i
 
     def push(self, gpu: Gpu) -> None:
