@@ -9,8 +9,8 @@ operation runs that plan under the id shown, so the client follows it by the id 
 
 Every change of an operation's state (not its progress) republishes the journal's operations
 (`Snapshot.operations`): the running, the interrupted and the latest finished ones. Stopping the
-daemon closes the engine, which cancels what still runs (each step cleaned up, journaled and
-audited as cancelled).
+daemon leaves what still runs interrupted, not cancelled: what the clouds were doing goes on, and
+the operation is resumed from the step it reached.
 """
 
 from __future__ import annotations
