@@ -5,8 +5,9 @@
 Starts the lab in a process of its own (as `sovereign-tui demo` does), points a real `Runtime` at
 the configuration it writes (Keystone auth through openstacksdk, Nova, Ironic and Placement read
 through the shared aiohttp client), and measures each source's first (cold) poll, then warm
-polling cycles: the time of each source's poll (the slowest is `cycle_s`), then the console's cost to apply a new snapshot to the Hosts and Workloads
-tables (`table_update_ms`, from `bench.tui_apply` when the console's tables are installed).
+polling cycles: the time of each source's poll (the slowest is `cycle_s`), then the console's
+cost to apply a new snapshot to the Hosts and Workloads tables (`table_update_ms`, from
+`bench.tui_apply` when the console's tables are installed).
 Writes `bench-results/lab.json`; exits non-zero, naming the floor, when a floor is missed.
 """
 
